@@ -1,0 +1,5 @@
+import sys
+
+from msflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""Figures. The only module that imports matplotlib (imported lazily, so the library loads without it)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``(B, C, H, W)`` in [-1, 1] to ``(B, H, W, C)`` uint8 (channels kept; 1 stays 1)."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def grid(images: np.ndarray, nrow: int, pad: int = 2, value: int = 255) -> np.ndarray:
+    """Tile ``(B, H, W, C)`` uint8 images into one ``(rows * H', nrow * W', C)`` array."""
+    b, h, w, c = images.shape
+    rows = -(-b // nrow)
+    out = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), value, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, nrow)
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = img
+    return out
+
+
+def save_png(array: np.ndarray, path: str, scale: int = 1) -> None:
+    """Save a ``(H, W, C)`` uint8 array as PNG, optionally enlarged by nearest-neighbour ``scale``."""
+    from PIL import Image
+
+    a = array[..., 0] if array.shape[-1] == 1 else array
+    img = Image.fromarray(a)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    img.save(path)
+
+
+def _plt():
+    import matplotlib
+
+    if not _in_notebook():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+
+        return get_ipython() is not None
+    except ImportError:
+        return False
+
+
+def show_images(images: np.ndarray, titles: Sequence[str] | None = None, ncol: int = 8, size: float = 1.2, cmap: str = "gray"):
+    """A figure of ``(B, H, W, C)`` uint8 images with optional titles."""
+    plt = _plt()
+    b = len(images)
+    nrow = -(-b // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(ncol * size, nrow * size * (1.25 if titles else 1)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < b:
+            img = images[i]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap=cmap, vmin=0, vmax=255)
+            if titles:
+                ax.set_title(titles[i], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_rejection(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]], title: str = "", ax=None):
+    """Accuracy against rejected fraction. ``curves``: label -> (fractions, accuracy, std or None)."""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.6))
+    for label, (frac, acc, std) in curves.items():
+        frac, acc = np.asarray(frac) * 100, np.asarray(acc) * 100
+        line = ax.plot(frac, acc, marker="o", ms=3, label=label)[0]
+        if std is not None:
+            ax.fill_between(frac, acc - 100 * np.asarray(std), acc + 100 * np.asarray(std), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("rejected (most uncertain first), %")
+    ax.set_ylabel("accuracy on the rest, %")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_confusion(matrix: np.ndarray, labels: Sequence[str], title: str = "", ax=None):
+    """Row-normalised confusion matrix with counts."""
+    import seaborn as sns
+
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.6 * len(labels) + 2.5, 0.6 * len(labels) + 2))
+    m = np.asarray(matrix, dtype=float)
+    norm = m / np.maximum(m.sum(1, keepdims=True), 1)
+    sns.heatmap(norm, annot=np.asarray(matrix), fmt="d", cmap="Blues", vmin=0, vmax=1, cbar_kws={"label": "fraction of true class"},
+                xticklabels=labels, yticklabels=labels, ax=ax)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    return ax
+
+
+def plot_history(history: Sequence[dict], x: str = "images", title: str = "", ax=None):
+    """Validation accuracy and AUC against training images seen (or ``x="train_seconds"``)."""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.4))
+    xs = np.array([h[x] for h in history], dtype=float)
+    ax.plot(xs, [100 * h["val_acc"] for h in history], marker="o", ms=3, label="validation accuracy")
+    ax.plot(xs, [100 * h["val_auc"] for h in history], marker="s", ms=3, label="validation AUC (paper's)")
+    ax.set_xlabel({"images": "training images seen", "train_seconds": "training wall time, s", "step": "step"}.get(x, x))
+    ax.set_ylabel("%")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax

@@ -1,0 +1,281 @@
+"""Training: AdamW with a cosine warm-up and cosine decay, EMA weights, validation-based selection,
+atomic resumable checkpoints.
+
+Randomness is stateless per step: step ``n`` draws its batch from epoch ``n // steps_per_epoch``'s
+permutation (seeded by the run seed and the epoch) and its noises from a generator seeded by the run
+seed and ``n``. A resumed run therefore continues exactly as an uninterrupted one would, and the
+resumable state is just weights, EMA, optimiser, step and history. An interrupt (Ctrl-C or SIGTERM)
+saves that state before stopping; a hard kill loses at most ``checkpoint_every`` steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from msflow import metrics
+from msflow.config import RunConfig
+from msflow.data import load_split, random_flips, to_model_input, uses_flips
+from msflow.evaluate import predict
+from msflow.flow import flow_loss, sample_t
+from msflow.model import build
+from msflow.results import check_compatible, provenance, read_json, save_weights, torch_save, write_json
+
+STATE_FILE = "train_state.pt"
+
+
+def lr_at(step: int, total: int, peak: float, warmup_frac: float) -> float:
+    """Learning rate of step ``step`` (0-based): cosine warm-up to ``peak``, then cosine decay to 0."""
+    warmup = int(round(warmup_frac * total))
+    if step < warmup:
+        return peak * 0.5 * (1 - math.cos(math.pi * (step + 1) / warmup))
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def ema_decay_at(step: int, decay: float, warmup: bool) -> float:
+    """EMA decay of update ``step`` (0-based); with warm-up, ``min(decay, (1 + n) / (10 + n))``."""
+    return min(decay, (1 + step) / (10 + step)) if warmup else decay
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * model``, parameter by parameter."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Indices of step ``step``'s batch: epochs of a seeded permutation, the last batch possibly short."""
+    per_epoch = math.ceil(n / batch_size)
+    epoch, i = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return perm[i * batch_size : (i + 1) * batch_size]
+
+
+def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """The generator of step ``step``'s noises (time, flips, code dequantisation, Gaussian noises)."""
+    return torch.Generator(device).manual_seed((seed + 1) * 2_147_483_647 + step)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        run_dir: the run folder.
+        steps: optimisation steps done.
+        images_seen: training images processed.
+        train_seconds: wall time spent in training steps (validation excluded).
+        total_seconds: wall time including validation and checkpointing.
+        best: the validation record whose EMA weights are in ``best.pt``.
+        history: one record per validation (step, images, seconds, loss, val metrics).
+    """
+
+    run_dir: Path
+    steps: int
+    images_seen: int
+    train_seconds: float
+    total_seconds: float
+    best: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but torch sees no GPU; use --device cpu or auto")
+    return device
+
+
+def train(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    data_root: str | Path | None = None,
+    device: str | torch.device = "auto",
+    download: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train (or resume) a run in ``run_dir``.
+
+    Args:
+        cfg: the resolved run configuration.
+        run_dir: output folder; if it holds an unfinished run of the same config, training resumes.
+        data_root: MedMNIST data root (see :mod:`msflow.data`).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        download: allow downloading missing data.
+        force: discard whatever ``run_dir`` holds and start afresh.
+        progress: show a tqdm bar.
+        on_step: called with the number of finished steps after each step (for tests and hooks).
+
+    Raises:
+        ConfigMismatchError: ``run_dir`` holds a run of another configuration.
+    """
+    run_dir = Path(run_dir)
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(device)
+    tc = cfg.train
+    if tc.select not in ("acc", "auc"):
+        raise ValueError(f"train.select must be 'acc' or 'auc', got {tc.select!r}")
+
+    train_split = load_split(cfg.data.dataset, "train", cfg.data.size, data_root, download)
+    val_split = load_split(cfg.data.dataset, "val", cfg.data.size, data_root, download)
+    comps = build(cfg)
+    model, code = comps.model.to(device), comps.code
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    total = tc.total_steps(len(train_split))
+
+    step, history, best, elapsed, running = 0, [], {}, {"train": 0.0, "total": 0.0}, None
+    state_path = run_dir / STATE_FILE
+    if (run_dir / "config.json").exists():
+        check_compatible(RunConfig.from_dict(read_json(run_dir / "config.json")), cfg, str(run_dir), sections=("data", "model", "flow", "train", "seed"))
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        step, history, best, elapsed, running = (state[k] for k in ("step", "history", "best", "elapsed", "running"))
+    write_json(run_dir / "config.json", cfg.to_dict())
+    if step >= total and (run_dir / "train.json").exists():
+        done = read_json(run_dir / "train.json")
+        return TrainResult(run_dir, done["steps"], done["images_seen"], done["train_seconds"], done["total_seconds"], done["best"], done["history"])
+
+    images, labels = train_split.images.to(device), train_split.labels.to(device)
+    flips = uses_flips(train_split.info, cfg.data.augment)
+    res, s_min = cfg.data.resolution, cfg.flow.sigma_min
+    eval_every = tc.eval_every if tc.eval_every > 0 else total
+
+    def save_state() -> None:
+        torch_save(
+            {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step,
+             "history": history, "best": best, "elapsed": elapsed, "running": running, "config": cfg.to_dict()},
+            state_path,
+        )
+
+    def validate(loss: float) -> None:
+        nonlocal best
+        p = predict(ema, code, val_split, res, seed=cfg.seed, batch_size=cfg.eval.batch_size, limit=tc.val_samples)
+        record = {
+            "step": step,
+            "images": _images_seen(step, len(train_split), tc.batch_size),
+            "train_seconds": elapsed["train"],
+            "loss": loss,
+            "val_acc": metrics.accuracy(p.pred, p.labels),
+            "val_auc": metrics.auc_distance(p.distances, p.labels),
+        }
+        history.append(record)
+        if not best or record[f"val_{tc.select}"] > best[f"val_{tc.select}"]:
+            best = record
+            save_weights(run_dir / "best.pt", ema, cfg, {"step": step, "val": record, "provenance": provenance(device)})
+
+    t_start = time.perf_counter()
+    bar = tqdm(total=total, initial=step, desc=f"train {cfg.data.dataset}", disable=not progress, unit="step")
+    try:
+        with _interrupt_as_keyboard():
+            model.train()
+            while step < total:
+                t0 = time.perf_counter()
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, total, tc.lr, tc.warmup_frac)
+                g = step_generator(cfg.seed, step, device)
+                idx = batch_indices(step, len(images), tc.batch_size, cfg.seed).to(device)
+                x = to_model_input(images[idx], res)
+                if flips:
+                    x = random_flips(x, g)
+                y = code.encode(labels[idx], res, generator=g)
+                t = sample_t(x.shape[0], cfg.flow.t_one_frac, g, device)
+                xi_x = torch.randn(x.shape, generator=g, device=device)
+                xi_y = torch.randn(y.shape, generator=g, device=device)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=tc.bf16 and device.type == "cuda"):
+                    out = flow_loss(model, x, y, t, xi_x, xi_y, s_min, cfg.flow.lam)
+                opt.zero_grad(set_to_none=True)
+                out.loss.backward()
+                if tc.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                opt.step()
+                ema_update(ema, model, ema_decay_at(step, tc.ema_decay, tc.ema_warmup))
+                step += 1
+                loss = float(out.loss.detach())
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss} at step {step}; lower train.lr or set train.grad_clip")
+                running = loss if running is None else 0.98 * running + 0.02 * loss
+                elapsed["train"] += time.perf_counter() - t0
+                if step % eval_every == 0 or step == total:
+                    validate(running)
+                    bar.set_postfix(loss=f"{running:.4f}", val_acc=f"{history[-1]['val_acc']:.3f}")
+                if step % tc.checkpoint_every == 0 or step == total:
+                    elapsed["total"] += time.perf_counter() - t_start
+                    t_start = time.perf_counter()
+                    save_state()
+                bar.update(1)
+                if on_step is not None:
+                    on_step(step)
+    except KeyboardInterrupt:
+        elapsed["total"] += time.perf_counter() - t_start
+        save_state()
+        bar.close()
+        raise
+    bar.close()
+
+    save_weights(run_dir / "final.pt", ema, cfg, {"step": step, "val": history[-1], "provenance": provenance(device)})
+    result = TrainResult(run_dir, step, _images_seen(step, len(train_split), tc.batch_size), elapsed["train"], elapsed["total"], best, history)
+    write_json(
+        run_dir / "train.json",
+        {
+            "config": cfg.to_dict(),
+            "dataset": {"flag": train_split.info.flag, "md5": train_split.md5, "synthetic": train_split.synthetic,
+                        "n_train": len(train_split), "n_val": len(val_split)},
+            "steps": step,
+            "images_seen": result.images_seen,
+            "train_seconds": result.train_seconds,
+            "total_seconds": result.total_seconds,
+            "images_per_second": result.images_seen / max(result.train_seconds, 1e-9),
+            "parameters": model.num_parameters(),
+            "best": best,
+            "history": history,
+            "provenance": provenance(device),
+        },
+    )
+    return result
+
+
+def _images_seen(steps: int, n: int, batch_size: int) -> int:
+    per_epoch = math.ceil(n / batch_size)
+    epochs, rest = divmod(steps, per_epoch)
+    return epochs * n + min(rest * batch_size, n)
+
+
+@contextmanager
+def _interrupt_as_keyboard() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt while training (main thread only), so state is saved."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,50 @@
+"""Shared fixtures: synthetic MedMNIST roots, the real-data root when present, opt-in slow tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from msflow import data
+
+REAL_ROOT = Path(os.environ.get("MSFLOW_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_slow = pytest.mark.skip(reason="slow: pass --runslow to run")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(skip_slow)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A data root with small synthetic files for all four study datasets at 28 px."""
+    root = tmp_path_factory.mktemp("medmnist")
+    for name in data.STUDY_DATASETS:
+        data.write_synthetic(root, name, 28, seed=1)
+    return root
+
+
+def real_file(name: str) -> Path:
+    return REAL_ROOT / data.get_info(name).filename(28)
+
+
+def require_real(name: str) -> Path:
+    """Skip unless the real MedMNIST file of ``name`` is present."""
+    path = real_file(name)
+    if not path.exists():
+        pytest.skip(f"real data not present: {path} (set MSFLOW_REAL_DATA to a folder holding it)")
+    return REAL_ROOT

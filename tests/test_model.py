@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from msflow.config import ModelConfig, make_config
+from msflow.model import TIME_SCALE, VelocityNet, build
+
+TINY = ModelConfig(base_channels=8, channel_mult=(1, 2), layers_per_block=1, attention_resolutions=(8,), attention_head_dim=8, norm_num_groups=4)
+
+
+def test_forward_shape_and_channels():
+    net = VelocityNet(TINY, image_channels=1, label_channels=3, resolution=16)
+    z = torch.randn(2, 4, 16, 16)
+    assert net(z, torch.rand(2)).shape == (2, 4, 16, 16)
+    assert net.unet.config.down_block_types == ("DownBlock2D", "AttnDownBlock2D")
+
+
+def test_time_is_rescaled_once(monkeypatch):
+    net = VelocityNet(TINY, 1, 3, 16)
+    seen = {}
+    original = net.unet.forward
+
+    def spy(sample, timestep, *a, **k):
+        seen["t"] = timestep.clone()
+        return original(sample, timestep, *a, **k)
+
+    monkeypatch.setattr(net.unet, "forward", spy)
+    net(torch.zeros(2, 4, 16, 16), torch.tensor([0.25, 1.0]))
+    assert seen["t"].tolist() == [0.25 * TIME_SCALE, TIME_SCALE]
+
+
+def test_paper_model_size():
+    # method.md: the pixel "28" models have about 9 M parameters
+    n = build(make_config("bloodmnist", "paper")).model.num_parameters()
+    assert 8.5e6 < n < 9.5e6
+
+
+def test_build_is_seeded_and_channels_follow_dataset():
+    a = build(make_config("pneumoniamnist", "smoke"))
+    b = build(make_config("pneumoniamnist", "smoke"))
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
+    assert (a.model.image_channels, a.model.label_channels) == (1, 3)
+    gray = build(make_config("bloodmnist", "smoke", {"flow.code": "gray"}))
+    assert (gray.model.image_channels, gray.model.label_channels) == (3, 1)
+
+
+def test_bad_sizes_say_what_to_do():
+    with pytest.raises(ValueError, match="divisible by 8"):
+        VelocityNet(ModelConfig(), 1, 3, resolution=28)
+    with pytest.raises(ValueError, match="norm_num_groups"):
+        VelocityNet(ModelConfig(base_channels=48), 1, 3, resolution=32)
