@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from msflow import data
 
@@ -22,11 +21,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")
