@@ -235,7 +235,7 @@ def make_config(
 
     Args:
         dataset: MedMNIST flag or alias (validated by :func:`msflow.data.get_info`).
-        profile: a key of :data:`PROFILES`.
+        profile: a key of ``PROFILES``.
         overrides: ``{"section.field": value}`` applied after the profile; values may be strings
             (``"1e-3"``, ``"true"``, ``"16,32"``) as they come from a command line.
         seed: seed of every random draw in the run.

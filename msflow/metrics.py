@@ -14,7 +14,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.metrics import roc_auc_score
 
 REJECTION_FRACTIONS = np.round(np.arange(0, 1.0, 0.05), 2)
-"""0, 0.05, ..., 0.95: the rejection grid of the paper's accuracy-rejection curves."""
+"""The rejection grid of the paper's accuracy-rejection curves (0, 0.05, ..., 0.95)."""
 
 
 def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
@@ -86,7 +86,7 @@ class Calibration:
     """Expected calibration error and its reliability diagram.
 
     Attributes:
-        ece: sum over bins of (bin weight) x |accuracy - confidence|.
+        ece: sum over bins of the bin's share of images times the gap between its accuracy and mean confidence.
         bin_edges: ``(bins + 1,)``.
         bin_accuracy, bin_confidence: per bin, NaN where empty.
         bin_count: images per bin.

@@ -121,3 +121,42 @@ def plot_history(history: Sequence[dict], x: str = "images", title: str = "", ax
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_trajectory(frames: np.ndarray, times: Sequence[float], title: str = "", row_labels: Sequence[str] | None = None, size: float = 1.1):
+    """States along an ODE path: ``frames`` is ``(T, B, H, W, C)`` uint8; one row per sample, one column per time."""
+    plt = _plt()
+    t_count, b = frames.shape[:2]
+    fig, axes = plt.subplots(b, t_count, figsize=(t_count * size, b * size + 0.5), squeeze=False)
+    for i in range(b):
+        for j in range(t_count):
+            ax = axes[i, j]
+            img = frames[j, i]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"t = {times[j]:.2f}", fontsize=7)
+            if j == 0 and row_labels:
+                ax.set_ylabel(row_labels[i], fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_balance(counts: dict[str, Sequence[int]], labels: Sequence[str], title: str = "", ax=None):
+    """Grouped bars of images per class, one group per split (``counts``: split -> per-class counts)."""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4, 0.7 * len(labels) + 2), 3))
+    k = len(labels)
+    width = 0.8 / len(counts)
+    for i, (split, c) in enumerate(counts.items()):
+        total = max(sum(c), 1)
+        ax.bar(np.arange(k) + i * width, 100 * np.asarray(c) / total, width, label=f"{split} (n = {total})")
+    ax.set_xticks(np.arange(k) + 0.4 - width / 2)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("share of the split, %")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return ax

@@ -1,0 +1,154 @@
+"""What the study's notebooks share: smoke-mode data and runs, run folders, and the results tables."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from msflow.data import DataError, STUDY_DATASETS, get_info, locate, write_synthetic
+from msflow.paper import PAPER_MODEL_28, SOURCE_PAPER, TABLE1
+from msflow.results import read_json
+
+SMOKE_DIR = Path(tempfile.gettempdir()) / "msflow-smoke"
+
+
+def data_root(smoke: bool, root: str = "", datasets: Iterable[str] = STUDY_DATASETS) -> str | None:
+    """The data root a notebook uses: synthetic files in smoke mode, else ``root`` (``""``: the default)."""
+    if not smoke:
+        return root or None
+    out = SMOKE_DIR / "data"
+    for name in datasets:
+        flag = get_info(name).flag
+        if not (out / f"{flag}.npz").exists():
+            write_synthetic(out, flag, 28, seed=0)
+    return str(out)
+
+
+def run_path(runs_dir: str | os.PathLike, dataset: str, profile: str) -> Path:
+    """``<runs_dir>/<dataset>-<profile>``."""
+    return Path(runs_dir) / f"{get_info(dataset).flag}-{profile}"
+
+
+def smoke_run(dataset: str) -> Path:
+    """A trained smoke run of ``dataset`` (trained once, in seconds, on synthetic data)."""
+    from msflow.config import make_config
+    from msflow.train import train
+
+    cfg = make_config(dataset, "smoke")
+    path = run_path(SMOKE_DIR / "runs", dataset, "smoke")
+    train(cfg, path, data_root(True, datasets=[dataset]), "cpu", progress=False)
+    return path
+
+
+def data_status(dataset: str, root: str | None) -> str:
+    """``"ok"`` if the dataset's 28 px file is present and verified, else the reason it is not."""
+    try:
+        locate(dataset, 28, root)
+        return "ok"
+    except (DataError, FileNotFoundError) as err:
+        return str(err)
+
+
+def pct(mean: float, std: float | None = None, digits: int = 1) -> str:
+    """``0.8812, 0.004`` -> ``"88.1 ± 0.4"``."""
+    return f"{100 * mean:.{digits}f}" + (f" ± {100 * std:.{digits}f}" if std is not None else "")
+
+
+def our_results(runs_dir: str | os.PathLike, profile: str, datasets: Iterable[str] = STUDY_DATASETS) -> dict[str, dict[str, Any]]:
+    """Evaluation records (``eval_test.json``) of the finished runs of a profile, by dataset."""
+    out = {}
+    for ds in datasets:
+        path = run_path(runs_dir, ds, profile) / "eval_test.json"
+        if path.exists():
+            out[get_info(ds).flag] = read_json(path)
+    return out
+
+
+def results_table(ours: dict[str, dict[str, Any]], label: str, datasets: Iterable[str] = STUDY_DATASETS):
+    """One row per model, one (AUC, ACC) column pair per dataset: our runs first, then Table 1.
+
+    AUC is the paper's distance AUC for our rows, as in the paper's MedSymmFlow rows. Missing results
+    are shown as "not run".
+    """
+    import pandas as pd
+
+    datasets = [get_info(d).flag for d in datasets]
+    rows = []
+    row: dict[str, Any] = {"model": label, "source": "this study"}
+    for ds in datasets:
+        rec = ours.get(ds)
+        m = rec["metrics"] if rec else None
+        row[(ds, "AUC")] = pct(m["mean"]["auc_paper"], m["std"]["auc_paper"]) if m else "not run"
+        row[(ds, "ACC")] = pct(m["mean"]["acc"], m["std"]["acc"]) if m else "not run"
+    rows.append(row)
+    for model, vals in TABLE1.items():
+        r: dict[str, Any] = {"model": model, "source": SOURCE_PAPER}
+        for ds in datasets:
+            r[(ds, "AUC")], r[(ds, "ACC")] = (f"{v:.1f}" for v in vals[ds])
+        rows.append(r)
+    df = pd.DataFrame(rows).set_index(["model", "source"])
+    df.columns = pd.MultiIndex.from_tuples([(get_info(d).title, k) for d, k in df.columns])
+    return df
+
+
+def comparison(ours: dict[str, Any], dataset: str) -> dict[str, float]:
+    """Our mean test ACC and AUC (%) minus the paper's MedSymmFlow (28), for one dataset."""
+    auc, acc = TABLE1[PAPER_MODEL_28][get_info(dataset).flag]
+    m = ours["metrics"]["mean"]
+    return {"acc": 100 * m["acc"] - acc, "auc": 100 * m["auc_paper"] - auc}
+
+
+def smoke_results(datasets: Iterable[str] = STUDY_DATASETS) -> Path:
+    """Smoke runs of ``datasets``, trained and evaluated on the test split; returns their runs folder."""
+    from msflow.runs import evaluate_run
+
+    for ds in datasets:
+        run = smoke_run(ds)
+        if not (run / "eval_test.json").exists():
+            evaluate_run(run, data_root=data_root(True, datasets=[ds]), device="cpu", progress=False)
+    return SMOKE_DIR / "runs"
+
+
+def runs_table(ours: dict[str, dict[str, Any]]):
+    """Provenance of each result: training length, wall time, device, commit, data."""
+    import pandas as pd
+
+    rows = []
+    for ds, rec in ours.items():
+        t, prov = rec["training"], rec["provenance"]
+        rows.append({
+            "dataset": get_info(ds).title,
+            "profile": rec["config"]["profile"],
+            "parameters": f"{t['parameters'] / 1e6:.2f} M" if t.get("parameters") else "",
+            "steps": t["steps"],
+            "images seen": t["images_seen"],
+            "training, min": round(t["train_seconds"] / 60, 1),
+            "trained on": t["device"],
+            "evaluated on": prov["device"],
+            "commit": prov["git_commit"][:12],
+            "data": "synthetic" if rec["dataset"]["synthetic"] else f"MedMNIST, MD5 {rec['dataset']['md5'][:8]}",
+        })
+    return pd.DataFrame(rows).set_index("dataset") if rows else pd.DataFrame({"dataset": [], "note": []})
+
+
+def results_prose(ours: dict[str, dict[str, Any]], profile: str, datasets: Iterable[str] = STUDY_DATASETS) -> str:
+    """One Markdown sentence per dataset, every number read from the results files."""
+    lines = []
+    for ds in datasets:
+        info = get_info(ds)
+        rec = ours.get(info.flag)
+        if rec is None:
+            lines.append(f"- **{info.title}**: no `{profile}` run here yet.")
+            continue
+        m, t = rec["metrics"], rec["training"]
+        auc, acc = TABLE1[PAPER_MODEL_28][info.flag]
+        lines.append(
+            f"- **{info.title}**: accuracy {pct(m['mean']['acc'], m['std']['acc'])} % (paper: {acc:.1f}), "
+            f"AUC {pct(m['mean']['auc_paper'], m['std']['auc_paper'])} % by the paper's definition (paper: {auc:.1f}) and "
+            f"{pct(m['mean']['auc_medmnist'], m['std']['auc_medmnist'])} % by the MedMNIST evaluator's, "
+            f"over {m['settings']['repeats']} stochastic passes, after {t['images_seen']:,} training images "
+            f"({t['train_seconds'] / 60:.0f} min on {t['device']})."
+        )
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""Check the built book in a real headless Chromium, served from localhost.
+
+For every page in the table of contents: it loads, its images load (natural width > 0), its math is
+typeset by MathJax, its embedded widgets render, the console shows no errors, and no request leaves
+localhost. Exits 1 listing every failure.
+
+    python scripts/check_book.py [--html _build/html] [--screenshots DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toc_pages(toc_file: Path) -> list[str]:
+    """Every file of ``_toc.yml``, in order, as a path without suffix."""
+    toc = yaml.safe_load(toc_file.read_text())
+    pages = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                pages.append(e["file"])
+            walk(e.get("sections"))
+            walk(e.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return pages
+
+
+def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def browser(profile_dir: str) -> webdriver.Chrome:
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1280,1600", f"--user-data-dir={profile_dir}"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    return webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+
+
+PAGE_STATE = """
+const imgs = Array.from(document.images);
+return {
+  title: document.title,
+  ready: document.readyState,
+  images: imgs.length,
+  broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src')),
+  math: document.querySelectorAll('.math, span.math, div.math').length,
+  typeset: document.querySelectorAll('mjx-container').length,
+  widget_views: document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length,
+  widgets: document.querySelectorAll('.jupyter-widgets, .widget-inline-hbox, .widget-box').length,
+};
+"""
+
+
+def check_page(driver, url: str, base: str, shot: Path | None) -> tuple[dict, list[str]]:
+    driver.get(url)
+    state: dict = {}
+    for _ in range(60):  # wait for MathJax and the widget manager (up to ~15 s)
+        state = driver.execute_script(PAGE_STATE)
+        if state["ready"] == "complete" and (not state["math"] or state["typeset"]) and (not state["widget_views"] or state["widgets"]):
+            break
+        time.sleep(0.25)
+    problems = []
+    if state["ready"] != "complete":
+        problems.append("did not finish loading")
+    if "404" in state["title"] or not state["title"]:
+        problems.append(f"bad title {state['title']!r}")
+    problems += [f"image not loaded: {src}" for src in state["broken"]]
+    if state["math"] and not state["typeset"]:
+        problems.append(f"{state['math']} math elements but nothing typeset by MathJax")
+    if state["widget_views"] and not state["widgets"]:
+        problems.append(f"{state['widget_views']} embedded widgets but none rendered")
+    for entry in driver.get_log("browser"):
+        if entry["level"] == "SEVERE":
+            problems.append(f"console error: {entry['message'][:200]}")
+    for entry in driver.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg.get("method") == "Network.requestWillBeSent":
+            req = msg["params"]["request"]["url"]
+            # chrome:// and the like are the browser's own pages; every network scheme must stay on localhost
+            if req.startswith(("http:", "https:", "ws:", "wss:", "ftp:")) and not req.startswith(base):
+                problems.append(f"request left localhost: {req[:200]}")
+    if shot is not None:
+        driver.save_screenshot(str(shot))
+    return state, problems
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--html", default=str(ROOT / "_build" / "html"))
+    p.add_argument("--toc", default=str(ROOT / "_toc.yml"))
+    p.add_argument("--screenshots", default=None, help="save a PNG of each page here")
+    args = p.parse_args()
+    html = Path(args.html)
+    shots = Path(args.screenshots) if args.screenshots else None
+    if shots:
+        shots.mkdir(parents=True, exist_ok=True)
+    server, base = serve(html)
+    failures = 0
+    with tempfile.TemporaryDirectory() as profile:
+        driver = browser(profile)
+        driver.get("about:blank")
+        driver.get_log("browser"), driver.get_log("performance")  # drain what the browser did at start-up
+        try:
+            for page in toc_pages(Path(args.toc)):
+                rel = f"{page}.html"
+                if not (html / rel).exists():
+                    print(f"FAIL {rel}: not built")
+                    failures += 1
+                    continue
+                shot = shots / (rel.replace("/", "__") + ".png") if shots else None
+                state, problems = check_page(driver, f"{base}/{rel}", base, shot)
+                summary = f"{state['images']} images, {state['typeset']} math, {state['widgets']} widget parts"
+                print(("FAIL" if problems else "ok  ") + f" {rel}: {summary}")
+                for prob in problems:
+                    print(f"     - {prob}")
+                failures += bool(problems)
+        finally:
+            driver.quit()
+            server.shutdown()
+    print(f"check_book: {failures} page(s) with problems")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Run the study: execute the notebooks with papermill for the chosen datasets and profile, then build the book.
+
+    python scripts/study.py [--profile cpu] [--force] [--no-book] [dataset ...]
+
+Executed notebooks go to ``book/executed/`` and runs (results files, small checkpoints) to ``results/``,
+where the book renders them. A notebook whose executed copy exists is not run again unless ``--force``
+is given; a finished training run is always reused (``--force`` retrains). A dataset whose data is
+missing is reported and skipped; the summary page then says which results are missing and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import papermill as pm
+
+from msflow.data import STUDY_DATASETS, get_info
+from msflow.study import data_status, run_path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+EXECUTED = ROOT / "book" / "executed"
+RUNS = "../results"  # as seen from notebooks/, where papermill runs them
+
+TOC_HEAD = """\
+# Written by scripts/study.py from the runs that exist; edit the template there.
+format: jb-book
+root: book/intro
+parts:
+  - caption: The study
+    chapters:
+      - file: book/method
+      - file: book/executed/data
+        title: The data
+      - file: book/executed/summary
+        title: Results
+        sections:
+{runs}
+      - file: book/uncertainty
+      - file: book/generation
+  - caption: Using it
+    chapters:
+      - file: book/reproducing
+      - file: book/api
+"""
+
+
+def execute(name: str, out: Path, params: dict, force: bool, log: list[str]) -> bool:
+    """Execute ``notebooks/<name>.ipynb`` into ``out`` unless it exists; True if it succeeded or existed."""
+    if out.exists() and not force:
+        log.append(f"reused {out.relative_to(ROOT)}")
+        return True
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    print(f"study: executing {name} -> {out.relative_to(ROOT)} with {params}", flush=True)
+    try:
+        pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=params, kernel_name="python3",
+                            cwd=str(NOTEBOOKS), progress_bar=True)
+    except pm.PapermillExecutionError as err:
+        log.append(f"FAILED {name} {params}: {err.ename}: {err.evalue} (partial notebook kept in {out})")
+        return False
+    log.append(f"executed {out.relative_to(ROOT)} in {time.time() - t0:.0f} s")
+    return True
+
+
+def write_toc(profile: str) -> None:
+    entries = []
+    for ds in STUDY_DATASETS:
+        flag = get_info(ds).flag
+        folder = EXECUTED / f"{flag}-{profile}"
+        for stage in ("train", "evaluate", "generate"):
+            if (folder / f"{stage}.ipynb").exists():
+                title = f"{get_info(ds).title}: {stage}"
+                entries.append(f"          - file: book/executed/{flag}-{profile}/{stage}\n            title: \"{title}\"")
+    (ROOT / "_toc.yml").write_text(TOC_HEAD.format(runs="\n".join(entries)).replace("        sections:\n\n", "\n"))
+
+
+def build_book() -> int:
+    subprocess.run(["bash", str(ROOT / "scripts" / "book_assets.sh")], check=True)
+    shutil.rmtree(ROOT / "_build", ignore_errors=True)
+    return subprocess.call(["jupyter-book", "build", str(ROOT), "-W", "-n", "--keep-going"], cwd=ROOT)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("datasets", nargs="*", default=["pneumoniamnist"], help="datasets to run (default: pneumoniamnist)")
+    p.add_argument("--profile", default="cpu", help="smoke, cpu, gpu or paper")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-root", default="", help="MedMNIST folder (default: $MSFLOW_DATA, else ~/.medmnist)")
+    p.add_argument("--force", action="store_true", help="re-execute notebooks and retrain runs")
+    p.add_argument("--no-book", action="store_true", help="skip building the book")
+    args = p.parse_args()
+
+    log: list[str] = []
+    ok = execute("data", EXECUTED / "data.ipynb", {"data_root": args.data_root}, args.force, log)
+    for ds in args.datasets:
+        flag = get_info(ds).flag
+        status = data_status(flag, args.data_root or None)
+        if status != "ok":
+            log.append(f"skipped {flag}: {status}")
+            continue
+        folder = EXECUTED / f"{flag}-{args.profile}"
+        common = {"dataset": flag, "profile": args.profile, "runs_dir": RUNS, "device": args.device, "data_root": args.data_root}
+        if args.force:
+            shutil.rmtree(ROOT / "results" / run_path("", flag, args.profile), ignore_errors=True)
+        for stage in ("train", "evaluate", "generate"):
+            if not execute(stage, folder / f"{stage}.ipynb", common, args.force, log):
+                ok = False
+                break
+    ok &= execute("summary", EXECUTED / "summary.ipynb", {"profile": args.profile, "runs_dir": RUNS}, True, log)
+    write_toc(args.profile)
+    print("\n".join(["study: done"] + [f"  {line}" for line in log]))
+    if not args.no_book:
+        ok &= build_book() == 0
+        print(f"study: book in {ROOT / '_build' / 'html' / 'index.html'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
