@@ -11,14 +11,18 @@ from msflow.data import DataError, STUDY_DATASETS, get_info, locate, write_synth
 from msflow.paper import PAPER_MODEL_28, SOURCE_PAPER, TABLE1
 from msflow.results import read_json
 
-SMOKE_DIR = Path(tempfile.gettempdir()) / "msflow-smoke"
+
+
+def smoke_dir() -> Path:
+    """Where smoke mode keeps its synthetic data and runs: ``$MSFLOW_SMOKE_DIR``, else a temp folder."""
+    return Path(os.environ.get("MSFLOW_SMOKE_DIR") or Path(tempfile.gettempdir()) / "msflow-smoke")
 
 
 def data_root(smoke: bool, root: str = "", datasets: Iterable[str] = STUDY_DATASETS) -> str | None:
     """The data root a notebook uses: synthetic files in smoke mode, else ``root`` (``""``: the default)."""
     if not smoke:
         return root or None
-    out = SMOKE_DIR / "data"
+    out = smoke_dir() / "data"
     for name in datasets:
         flag = get_info(name).flag
         if not (out / f"{flag}.npz").exists():
@@ -34,11 +38,16 @@ def run_path(runs_dir: str | os.PathLike, dataset: str, profile: str) -> Path:
 def smoke_run(dataset: str) -> Path:
     """A trained smoke run of ``dataset`` (trained once, in seconds, on synthetic data)."""
     from msflow.config import make_config
+    from msflow.results import ConfigMismatchError
     from msflow.train import train
 
     cfg = make_config(dataset, "smoke")
-    path = run_path(SMOKE_DIR / "runs", dataset, "smoke")
-    train(cfg, path, data_root(True, datasets=[dataset]), "cpu", progress=False)
+    path = run_path(smoke_dir() / "runs", dataset, "smoke")
+    root = data_root(True, datasets=[dataset])
+    try:
+        train(cfg, path, root, "cpu", progress=False)
+    except ConfigMismatchError:  # left by another msflow version: smoke runs are disposable
+        train(cfg, path, root, "cpu", progress=False, force=True)
     return path
 
 
@@ -108,7 +117,7 @@ def smoke_results(datasets: Iterable[str] = STUDY_DATASETS) -> Path:
         run = smoke_run(ds)
         if not (run / "eval_test.json").exists():
             evaluate_run(run, data_root=data_root(True, datasets=[ds]), device="cpu", progress=False)
-    return SMOKE_DIR / "runs"
+    return smoke_dir() / "runs"
 
 
 def runs_table(ours: dict[str, dict[str, Any]]):

@@ -80,12 +80,6 @@ def write_toc(profile: str) -> None:
     (ROOT / "_toc.yml").write_text(TOC_HEAD.format(runs="\n".join(entries)).replace("        sections:\n\n", "\n"))
 
 
-def build_book() -> int:
-    subprocess.run(["bash", str(ROOT / "scripts" / "book_assets.sh")], check=True)
-    shutil.rmtree(ROOT / "_build", ignore_errors=True)
-    return subprocess.call(["jupyter-book", "build", str(ROOT), "-W", "-n", "--keep-going"], cwd=ROOT)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("datasets", nargs="*", default=["pneumoniamnist"], help="datasets to run (default: pneumoniamnist)")
@@ -116,7 +110,7 @@ def main() -> int:
     write_toc(args.profile)
     print("\n".join(["study: done"] + [f"  {line}" for line in log]))
     if not args.no_book:
-        ok &= build_book() == 0
+        ok &= subprocess.call(["bash", str(ROOT / "scripts" / "build_book.sh")]) == 0
         print(f"study: book in {ROOT / '_build' / 'html' / 'index.html'}")
     return 0 if ok else 1
 
