@@ -1,9 +1,12 @@
 """Throughput and memory of a profile on a device: training, classification (1 and 25 steps), generation.
 
-Prints one table. Random inputs of the dataset's shape are used, so no data file is needed.
+Prints one table. Random inputs of the dataset's shape are used, so no data file is needed. For a
+latent profile, training is timed with the VAE posteriors cached (the default path) and without (the VAE
+encodes every batch), and classification includes encoding the images and decoding the label latents.
 
     python benchmarks/throughput.py --profile cpu --dataset pneumoniamnist --device cpu
     python benchmarks/throughput.py --profile gpu --dataset bloodmnist --device cuda
+    python benchmarks/throughput.py --profile latent-gpu --dataset bloodmnist --device cuda --set latent.vae=sd-random
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 
 import torch
 
-from msflow.config import make_config
+from msflow.config import make_config, parse_overrides
 from msflow.flow import flow_loss, sample_t
 from msflow.model import build
 from msflow.results import device_name
@@ -46,24 +49,29 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--iters", type=int, default=5, help="timed iterations per measurement")
     p.add_argument("--eval-batch", type=int, default=0, help="batch for classification/generation (default: the profile's)")
+    p.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE", help="config overrides")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args()
 
     device = resolve_device(args.device)
-    cfg = make_config(args.dataset, args.profile)
-    comps = build(cfg)
+    cfg = make_config(args.dataset, args.profile, parse_overrides(args.set))
+    comps = build(cfg, device)
     model, code, info = comps.model.to(device), comps.code, comps.info
     res, b = cfg.data.resolution, cfg.train.batch_size
     eb = args.eval_batch or min(cfg.eval.batch_size, 512)
     g = torch.Generator(device).manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     amp = dict(device_type="cuda", dtype=torch.bfloat16, enabled=cfg.train.bf16 and device.type == "cuda")
-    x = torch.rand(b, info.channels, res, res, device=device) * 2 - 1
+    size = cfg.data.size
+    raw = torch.randint(0, 256, (b, info.channels, size, size), dtype=torch.uint8, device=device)
     labels = torch.randint(0, info.num_classes, (b,), device=device)
+    codec = comps.codec
+    if codec is not None:  # posteriors as the cache holds them
+        mean, logvar = (t.half() for t in codec.posterior(codec.to_vae_input(raw)))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def train_step():
+    def step(x):
         y = code.encode(labels, res, generator=g)
         t = sample_t(b, cfg.flow.t_one_frac, g, device)
         with torch.autocast(**amp):
@@ -72,28 +80,38 @@ def main() -> None:
         out.loss.backward()
         opt.step()
 
-    xe = torch.rand(eb, info.channels, res, res, device=device) * 2 - 1
+    def train_step():  # the path training takes: cached posteriors for a latent run
+        step(codec.sample(mean, logvar, g) if codec is not None else comps.prepare(raw))
+
+    def train_step_uncached():
+        with torch.autocast(**amp):
+            m, lv = codec.posterior(codec.to_vae_input(raw))
+        step(codec.sample(m, lv, g))
+
+    re = torch.randint(0, 256, (eb, info.channels, size, size), dtype=torch.uint8, device=device)
     le = torch.randint(0, info.num_classes, (eb,), device=device)
 
     def cls(steps):
         def f():
             with torch.autocast(**amp):
-                classify(model, code, xe, steps, "euler", generator=g)
+                classify(model, code, comps.prepare(re), steps, "euler", generator=g)
         return f
 
     def gen():
         with torch.autocast(**amp):
-            generate(model, code, le, info.channels, res, cfg.eval.gen_steps, "euler", generator=g)
+            comps.to_image(generate(model, code, le, model.image_channels, res, cfg.eval.gen_steps, "euler", generator=g).images)
 
     it = args.iters
     row = {
         "profile": args.profile,
         "dataset": info.flag,
         "device": device_name(device),
-        "parameters_M": round(model.num_parameters() / 1e6, 3),
+        "parameters_M": f"{model.num_parameters() / 1e6:.3f}",
         "resolution": res,
+        "latent": cfg.latent.vae if codec is not None else "no",
         "train_batch": b,
         "train_images_per_s": _rate(train_step, b, device, 2, it),
+        **({"train_uncached_images_per_s": _rate(train_step_uncached, b, device, 1, it)} if codec is not None else {}),
         "classify_1step_images_per_s": _rate(cls(1), eb, device, 1, it),
         "classify_25step_images_per_s": _rate(cls(25), eb, device, 1, max(1, it // 5)),
         f"generate_{cfg.eval.gen_steps}step_images_per_s": _rate(gen, eb, device, 1, max(1, it // 5)),

@@ -143,6 +143,24 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class LatentConfig:
+    """The latent variant (LatMSF, method.md section 6); off for the pixel models.
+
+    Attributes:
+        enabled: train and read out the flow in the latent space of a frozen VAE.
+        vae: hub id or local folder of a diffusers AutoencoderKL; ``"tiny"`` and ``"sd-random"`` are
+            weight-free stand-ins for tests and cost measurements (see :mod:`msflow.latent`).
+        scaling: latent scaling factor (0.18215 for the Stable Diffusion VAE).
+        image_size: side the images are resized to before encoding (224 -> 256 in the reference).
+    """
+
+    enabled: bool = False
+    vae: str = "stabilityai/sd-vae-ft-mse"
+    scaling: float = 0.18215
+    image_size: int = 256
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run; stored with every checkpoint and results file."""
 
@@ -151,6 +169,7 @@ class RunConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
     profile: str = "paper"
     seed: int = 0
 
@@ -222,6 +241,54 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     # The reference recipe of method.md section 7, at 32 x 32 (all defaults).
     "paper": {},
+    # LatMSF, the reference's only published command: 224 px through the SD VAE, 128 base channels.
+    "latent-paper": {
+        "latent.enabled": True,
+        "data.size": 224,
+        "data.resolution": 32,
+        "model.base_channels": 128,
+    },
+    # LatMSF on a budget: the gpu profile's deviations, in latent space.
+    "latent-gpu": {
+        "latent.enabled": True,
+        "data.size": 224,
+        "data.resolution": 32,
+        "model.base_channels": 128,
+        "flow.t_one_frac": 0.5,
+        "train.batch_size": 256,
+        "train.max_steps": 6000,
+        "train.lr": 1e-3,
+        "train.warmup_frac": 0.05,
+        "train.ema_decay": 0.999,
+        "train.ema_warmup": True,
+        "train.grad_clip": 1.0,
+        "train.eval_every": 500,
+        "train.checkpoint_every": 1000,
+        "eval.batch_size": 500,
+    },
+    # Seconds on a CPU: the latent path end to end with a tiny random VAE on 64 px (synthetic) data.
+    "latent-smoke": {
+        "latent.enabled": True,
+        "latent.vae": "tiny",
+        "latent.image_size": 32,
+        "data.size": 64,
+        "data.resolution": 16,
+        "model.base_channels": 8,
+        "model.channel_mult": (1, 2),
+        "model.layers_per_block": 1,
+        "model.attention_resolutions": (),
+        "model.attention_head_dim": 8,
+        "model.norm_num_groups": 4,
+        "train.batch_size": 16,
+        "train.max_steps": 30,
+        "train.lr": 2e-3,
+        "train.ema_decay": 0.9,
+        "train.eval_every": 15,
+        "train.checkpoint_every": 10,
+        "eval.repeats": 2,
+        "eval.gen_steps": 4,
+        "eval.batch_size": 64,
+    },
 }
 
 
@@ -284,7 +351,8 @@ def config_diff(a: RunConfig, b: RunConfig) -> dict[str, tuple[Any, Any]]:
     return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "flow": FlowConfig, "train": TrainConfig, "eval": EvalConfig}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "flow": FlowConfig, "train": TrainConfig, "eval": EvalConfig,
+             "latent": LatentConfig}
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 from msflow import metrics
 from msflow.config import EvalConfig
-from msflow.data import Split, to_model_input
-from msflow.masks import ClassCode
+from msflow.data import Split
+from msflow.model import Components
 from msflow.sampler import classify
 
 
@@ -45,10 +45,8 @@ class Predictions:
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module,
-    code: ClassCode,
+    comps: Components,
     split: Split,
-    resolution: int,
     steps: int = 1,
     solver: str = "euler",
     seed: int = 0,
@@ -61,13 +59,14 @@ def predict(
     Args:
         limit: classify only the first ``limit`` images (0: all).
     """
+    model, code = comps.model, comps.code
     device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
     n = len(split) if limit <= 0 else min(limit, len(split))
     out_d = []
     starts = range(0, n, batch_size)
     for i in tqdm(starts, desc=f"classify {split.name}", disable=not progress, leave=False):
-        x = to_model_input(split.images[i : i + batch_size].to(device), resolution)
+        x = comps.prepare(split.images[i : i + batch_size].to(device))
         with _autocast(device):
             c = classify(model, code, x, steps, solver, generator=gen)
         out_d.append(c.distances.float().cpu())
@@ -135,21 +134,19 @@ class EvalResult:
 
 
 def evaluate(
-    model: torch.nn.Module,
-    code: ClassCode,
+    comps: Components,
     split: Split,
     val: Split,
-    resolution: int,
     cfg: EvalConfig,
     seed: int = 0,
     progress: bool = True,
 ) -> EvalResult:
     """Fit the temperature on ``val``, then classify ``split`` ``cfg.repeats`` times and score each pass."""
     kw = dict(steps=cfg.steps, solver=cfg.solver, batch_size=cfg.batch_size)
-    val_pass = predict(model, code, val, resolution, seed=seed + 10_000, **kw)
+    val_pass = predict(comps, val, seed=seed + 10_000, **kw)
     temperature = metrics.fit_temperature(val_pass.distances, val_pass.labels)
     passes = [
-        predict(model, code, split, resolution, seed=seed + r, **kw)
+        predict(comps, split, seed=seed + r, **kw)
         for r in tqdm(range(cfg.repeats), desc=f"evaluate {split.info.flag}/{split.name}", disable=not progress)
     ]
     per_pass = [score(p, split.info.task, temperature) for p in passes]

@@ -82,6 +82,10 @@ class ClassCode:
         """``(B, K)`` distances of predicted maps ``(B, C, H, W)`` to the class prototypes."""
         raise NotImplementedError
 
+    def to_rgb(self, y: torch.Tensor) -> torch.Tensor:
+        """Label maps as images for display (the maps themselves, except for latent codes)."""
+        return y
+
     def decode(self, y_hat: torch.Tensor) -> Decoded:
         """Nearest prototype and its distance."""
         d = self.distances(y_hat)

@@ -7,14 +7,16 @@ so ``t`` is rescaled here, once, and nowhere else.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from diffusers import UNet2DModel
 from torch import nn
 
 from msflow.config import ModelConfig, RunConfig
-from msflow.data import DatasetInfo, get_info
+from msflow.data import DatasetInfo, get_info, to_model_input
 from msflow.masks import ClassCode, make_code
 
 TIME_SCALE = 1000.0
@@ -79,18 +81,50 @@ class VelocityNet(nn.Module):
 
 @dataclass(frozen=True)
 class Components:
-    """What a run's config builds: the network, the class code and the dataset's metadata."""
+    """What a run's config builds.
+
+    Attributes:
+        model: the velocity network.
+        code: the class code on the label side (RGB, gray, or RGB carried in VAE latents).
+        info: the dataset's metadata.
+        prepare: uint8 images ``(B, C, H, W)`` (on the model's device) to the network's image input.
+        to_image: the network's image channels back to images in [-1, 1] with the dataset's channels.
+        codec: the frozen VAE of a latent run, else ``None``.
+    """
 
     model: VelocityNet
     code: ClassCode
     info: DatasetInfo
+    prepare: Callable[[torch.Tensor], torch.Tensor]
+    to_image: Callable[[torch.Tensor], torch.Tensor]
+    codec: Any = None
 
 
-def build(cfg: RunConfig) -> Components:
-    """Build a freshly initialised network and the class code for a run (seeded by ``cfg.seed``)."""
+def build(cfg: RunConfig, device: torch.device | str = "cpu") -> Components:
+    """Build a freshly initialised network (seeded by ``cfg.seed``) and the class code for a run.
+
+    For a latent run this loads the frozen VAE onto ``device`` (see :mod:`msflow.latent`).
+    """
     info = get_info(cfg.data.dataset)
-    code = make_code(cfg.flow.code, info.num_classes, cfg.flow.beta)
+    res = cfg.data.resolution
+    if cfg.latent.enabled:
+        from msflow.latent import LatentCode, LatentCodec, load_vae
+
+        codec = LatentCodec(load_vae(cfg.latent.vae, device), cfg.latent, info.channels)
+        if codec.resolution != res:
+            raise ValueError(f"latent.image_size {cfg.latent.image_size} gives {codec.resolution} x {codec.resolution} latents; "
+                             f"set data.resolution={codec.resolution}")
+        code: ClassCode = LatentCode(codec, info.num_classes, cfg.flow.beta)
+        image_channels, prepare, to_image = codec.latent_channels, codec.encode, codec.to_image
+    else:
+        codec = None
+        code = make_code(cfg.flow.code, info.num_classes, cfg.flow.beta)
+        image_channels, prepare, to_image = info.channels, functools.partial(to_model_input, resolution=res), _identity
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = VelocityNet(cfg.model, info.channels, code.channels, cfg.data.resolution)
-    return Components(model, code, info)
+        model = VelocityNet(cfg.model, image_channels, code.channels, res)
+    return Components(model, code, info, prepare, to_image, codec)
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x

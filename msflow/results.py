@@ -144,7 +144,7 @@ def load_weights(path: str | os.PathLike, device: torch.device | str = "cpu", ex
     """Rebuild a model from :func:`save_weights` output.
 
     Args:
-        expect: if given, the checkpoint's config must match it in data, model and flow (the fields
+        expect: if given, the checkpoint's config must match it in data, model, flow and latent (the fields
             that decide what the weights mean); otherwise :class:`ConfigMismatchError` lists the
             differences.
     """
@@ -160,14 +160,14 @@ def load_weights(path: str | os.PathLike, device: torch.device | str = "cpu", ex
     cfg = RunConfig.from_dict(ckpt["config"])
     if expect is not None:
         check_compatible(cfg, expect, what=str(path))
-    comps = build(cfg)
+    comps = build(cfg, device)
     weights = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["weights"].items()}
     comps.model.load_state_dict(weights)
     comps.model.to(device).eval()
     return LoadedModel(comps, cfg, ckpt.get("meta", {}))
 
 
-def check_compatible(found: RunConfig, expected: RunConfig, what: str, sections: tuple[str, ...] = ("data", "model", "flow")) -> None:
+def check_compatible(found: RunConfig, expected: RunConfig, what: str, sections: tuple[str, ...] = ("data", "model", "flow", "latent")) -> None:
     """Raise :class:`ConfigMismatchError` if the configs differ in ``sections``."""
     diff = {k: v for k, v in config_diff(found, expected).items() if k.split(".")[0] in sections}
     if diff:

@@ -51,7 +51,7 @@ def evaluate_run(
     target = load_split(cfg.data.dataset, split, cfg.data.size, data_root, download)
     val = load_split(cfg.data.dataset, "val", cfg.data.size, data_root, download)
     comps = loaded.components
-    result = evaluate(comps.model, comps.code, target, val, cfg.data.resolution, ecfg, seed=cfg.seed, progress=progress)
+    result = evaluate(comps, target, val, ecfg, seed=cfg.seed, progress=progress)
     train_record = read_json(run_dir / "train.json") if (run_dir / "train.json").exists() else {}
     record = {
         "run": run_dir.name,
@@ -84,17 +84,25 @@ def generate_from_run(
     batch_size: int = 256,
     keep_trajectory: bool = False,
 ) -> Generation:
-    """Generate images of ``labels`` with a loaded run (steps and solver default to its eval config)."""
+    """Generate images of ``labels`` with a loaded run (steps and solver default to its eval config).
+
+    Images (and trajectory frames) are returned in pixel space, decoded by the VAE for a latent run.
+    """
     cfg, comps = loaded.config, loaded.components
-    device = next(comps.model.parameters()).device
+    model = comps.model
+    device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
     labels = labels.to(device)
     parts = []
     for i in range(0, len(labels), batch_size):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             parts.append(
-                generate(comps.model, comps.code, labels[i : i + batch_size], comps.info.channels, cfg.data.resolution,
+                generate(model, comps.code, labels[i : i + batch_size], model.image_channels, model.resolution,
                          steps or cfg.eval.gen_steps, solver or cfg.eval.gen_solver, gen, keep_trajectory)
             )
-    traj = torch.cat([p.trajectory for p in parts], dim=1) if keep_trajectory else None
-    return Generation(torch.cat([p.images for p in parts]), labels, traj, parts[0].nfe)
+    images = comps.to_image(torch.cat([p.images for p in parts]))
+    traj = None
+    if keep_trajectory:
+        frames = torch.cat([p.trajectory for p in parts], dim=1)  # (T, B, C, h, w)
+        traj = torch.stack([comps.to_image(f) for f in frames])
+    return Generation(images, labels, traj, parts[0].nfe)

@@ -51,10 +51,10 @@ def smoke_run(dataset: str) -> Path:
     return path
 
 
-def data_status(dataset: str, root: str | None) -> str:
-    """``"ok"`` if the dataset's 28 px file is present and verified, else the reason it is not."""
+def data_status(dataset: str, root: str | None, size: int = 28) -> str:
+    """``"ok"`` if the dataset's file of this size is present and verified, else the reason it is not."""
     try:
-        locate(dataset, 28, root)
+        locate(dataset, size, root)
         return "ok"
     except (DataError, FileNotFoundError) as err:
         return str(err)

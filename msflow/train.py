@@ -11,6 +11,7 @@ saves that state before stopping; a hard kill loses at most ``checkpoint_every``
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import shutil
 import signal
@@ -29,6 +30,7 @@ from msflow.config import RunConfig
 from msflow.data import load_split, random_flips, to_model_input, uses_flips
 from msflow.evaluate import predict
 from msflow.flow import flow_loss, sample_t
+from msflow.latent import posterior_cache
 from msflow.model import build
 from msflow.results import check_compatible, provenance, read_json, save_weights, torch_save, write_json
 
@@ -138,16 +140,18 @@ def train(
 
     train_split = load_split(cfg.data.dataset, "train", cfg.data.size, data_root, download)
     val_split = load_split(cfg.data.dataset, "val", cfg.data.size, data_root, download)
-    comps = build(cfg)
+    comps = build(cfg, device)
     model, code = comps.model.to(device), comps.code
     ema = copy.deepcopy(model).requires_grad_(False).eval()
+    ema_comps = dataclasses.replace(comps, model=ema)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     total = tc.total_steps(len(train_split))
 
     step, history, best, elapsed, running = 0, [], {}, {"train": 0.0, "total": 0.0}, None
     state_path = run_dir / STATE_FILE
     if (run_dir / "config.json").exists():
-        check_compatible(RunConfig.from_dict(read_json(run_dir / "config.json")), cfg, str(run_dir), sections=("data", "model", "flow", "train", "seed"))
+        check_compatible(RunConfig.from_dict(read_json(run_dir / "config.json")), cfg, str(run_dir),
+                         sections=("data", "model", "flow", "latent", "train", "seed"))
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -159,9 +163,19 @@ def train(
         done = read_json(run_dir / "train.json")
         return TrainResult(run_dir, done["steps"], done["images_seen"], done["train_seconds"], done["total_seconds"], done["best"], done["history"])
 
-    images, labels = train_split.images.to(device), train_split.labels.to(device)
-    flips = uses_flips(train_split.info, cfg.data.augment)
     res, s_min = cfg.data.resolution, cfg.flow.sigma_min
+    labels = train_split.labels.to(device)
+    if comps.codec is not None:  # latent run: sample each step from the cached VAE posteriors
+        cache = posterior_cache(comps.codec, train_split, cfg.latent, progress=progress)
+
+        def inputs(idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+            return cache.sample(comps.codec, idx, g)
+    else:
+        images = train_split.images.to(device)
+
+        def inputs(idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+            return to_model_input(images[idx], res)
+    flips = uses_flips(train_split.info, cfg.data.augment)
     eval_every = tc.eval_every if tc.eval_every > 0 else total
 
     def save_state() -> None:
@@ -173,7 +187,7 @@ def train(
 
     def validate(loss: float) -> None:
         nonlocal best
-        p = predict(ema, code, val_split, res, seed=cfg.seed, batch_size=cfg.eval.batch_size, limit=tc.val_samples)
+        p = predict(ema_comps, val_split, seed=cfg.seed, batch_size=cfg.eval.batch_size, limit=tc.val_samples)
         record = {
             "step": step,
             "images": _images_seen(step, len(train_split), tc.batch_size),
@@ -197,8 +211,8 @@ def train(
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total, tc.lr, tc.warmup_frac)
                 g = step_generator(cfg.seed, step, device)
-                idx = batch_indices(step, len(images), tc.batch_size, cfg.seed).to(device)
-                x = to_model_input(images[idx], res)
+                idx = batch_indices(step, len(train_split), tc.batch_size, cfg.seed).to(device)
+                x = inputs(idx, g)
                 if flips:
                     x = random_flips(x, g)
                 y = code.encode(labels[idx], res, generator=g)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import papermill as pm
 
+from msflow.config import make_config
 from msflow.data import STUDY_DATASETS, get_info
 from msflow.study import data_status, run_path
 
@@ -94,7 +95,7 @@ def main() -> int:
     ok = execute("data", EXECUTED / "data.ipynb", {"data_root": args.data_root}, args.force, log)
     for ds in args.datasets:
         flag = get_info(ds).flag
-        status = data_status(flag, args.data_root or None)
+        status = data_status(flag, args.data_root or None, make_config(flag, args.profile).data.size)
         if status != "ok":
             log.append(f"skipped {flag}: {status}")
             continue
