@@ -160,3 +160,47 @@ def plot_class_balance(counts: dict[str, Sequence[int]], labels: Sequence[str], 
     ax.set_title(title)
     ax.legend(fontsize=7)
     return ax
+
+
+def plot_codes(num_classes: int, labels: Sequence[str], beta: float = 4.0, title: str = ""):
+    """The 64-colour palette with each class's RGB colour marked, and the grayscale code's levels."""
+    from msflow.masks import GrayCode, class_palette_indices, palette
+
+    plt = _plt()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [1.3, 1]})
+    pal = palette().numpy().reshape(4, 16, 3).astype(np.uint8)
+    ax.imshow(pal, interpolation="nearest")
+    for k, p in enumerate(class_palette_indices(num_classes).tolist()):
+        r, c = divmod(p, 16)
+        ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=2))
+        ax.text(c, r, str(k), ha="center", va="center", fontsize=8, color="white" if pal[r, c].mean() < 128 else "black")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("RGB code: the 64-colour palette, classes boxed", fontsize=9)
+    gray = GrayCode(num_classes, beta)
+    levels = gray.prototypes[:, 0].numpy()
+    ax2.barh(np.arange(num_classes), levels, xerr=gray.noise_halfwidth, color=[str(0.5 + v / (2 * beta) * 0.9) for v in levels], ec="k")
+    ax2.set_yticks(np.arange(num_classes))
+    ax2.set_yticklabels([f"{k}: {n[:16]}" for k, n in enumerate(labels)], fontsize=7)
+    ax2.axvline(0, color="k", lw=0.5)
+    ax2.set_xlabel("gray code value (bar: dequantisation noise)")
+    ax2.set_title("SymmFlow's one-channel code", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_distances(distances: np.ndarray, labels: Sequence[str], true: int | None = None, ax=None, title: str = ""):
+    """Bar chart of a predicted map's distance to each class colour (the nearest is the prediction)."""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 2.6))
+    d = np.asarray(distances)
+    colors = ["tab:green" if k == int(d.argmin()) else "tab:gray" for k in range(len(d))]
+    ax.barh(np.arange(len(d)), d, color=colors)
+    ax.set_yticks(np.arange(len(d)))
+    ax.set_yticklabels([f"{n[:14]}{' (true)' if k == true else ''}" for k, n in enumerate(labels)], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("distance to class colour (lower = closer)")
+    ax.set_title(title, fontsize=9)
+    return ax

@@ -161,3 +161,22 @@ def results_prose(ours: dict[str, dict[str, Any]], profile: str, datasets: Itera
             f"({t['train_seconds'] / 60:.0f} min on {t['device']})."
         )
     return "\n".join(lines)
+
+
+def explorer_runs(runs_dir: str | os.PathLike, profile: str, root: str | None, smoke: bool = False,
+                  quick_steps: int = 300, device: str = "auto") -> dict[str, Path]:
+    """Runs for the exploration page: the finished runs of ``profile`` whose data is here; if there are
+    none, a quick PneumoniaMNIST run (the ``cpu`` profile cut to ``quick_steps`` steps) is trained first."""
+    if smoke:
+        return {get_info(d).flag: smoke_run(d) for d in ("pneumoniamnist", "bloodmnist")}
+    found = {get_info(d).flag: run_path(runs_dir, d, profile) for d in STUDY_DATASETS}
+    found = {f: p for f, p in found.items() if (p / "best.pt").exists() and data_status(f, root) == "ok"}
+    if found:
+        return found
+    from msflow.config import make_config
+    from msflow.train import train
+
+    cfg = make_config("pneumoniamnist", "cpu", {"train.max_steps": quick_steps, "train.eval_every": quick_steps})
+    path = run_path(runs_dir, "pneumoniamnist", "quick")
+    train(cfg, path, root, device)
+    return {"pneumoniamnist": path}

@@ -44,6 +44,8 @@ parts:
 {runs}
       - file: book/uncertainty
       - file: book/generation
+      - file: book/executed/explore
+        title: Explore the model
   - caption: Using it
     chapters:
       - file: book/reproducing
@@ -108,6 +110,8 @@ def main() -> int:
                 ok = False
                 break
     ok &= execute("summary", EXECUTED / "summary.ipynb", {"profile": args.profile, "runs_dir": RUNS}, True, log)
+    ok &= execute("explore", EXECUTED / "explore.ipynb", {"profile": args.profile, "runs_dir": RUNS, "data_root": args.data_root},
+                  True, log)
     write_toc(args.profile)
     print("\n".join(["study: done"] + [f"  {line}" for line in log]))
     if not args.no_book:

@@ -68,3 +68,14 @@ def test_summary_reads_every_smoke_result(smoke_env, tmp_path):
     for title in ("PneumoniaMNIST", "BloodMNIST", "DermaMNIST", "RetinaMNIST"):
         assert title in text
     assert "(paper: 88.0)" in text  # the paper's PneumoniaMNIST accuracy, labelled as the paper's
+
+
+def test_explore_saves_the_default_view_of_every_panel(smoke_env, tmp_path):
+    nb = _run("explore", tmp_path / "explore.ipynb")
+    state = nb["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    models = [m["model_name"] for m in state.values()]
+    assert models.count("OutputModel") == 4  # generate, classify, abstain, codes
+    figures = [o for m in state.values() if m["model_name"] == "OutputModel" for o in m["state"]["outputs"] if "image/png" in o.get("data", {})]
+    assert len(figures) == 4
+    texts = [m["state"]["value"] for m in state.values() if m["model_name"] == "HTMLModel"]
+    assert any("rejecting the" in t and "errors and" in t for t in texts)
