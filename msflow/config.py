@@ -185,28 +185,54 @@ class RunConfig:
 
 # Profiles: named overrides of the paper's defaults. Costs are measured figures where a device was
 # available to measure them; the README and the book's "reproducing" chapter list them.
+
+# Seconds on a laptop CPU: a tiny network on 16 x 16 inputs. For tests, CI and notebook smoke runs.
+_SMOKE: dict[str, Any] = {
+    "data.resolution": 16,
+    "model.base_channels": 8,
+    "model.channel_mult": (1, 2),
+    "model.layers_per_block": 1,
+    "model.attention_resolutions": (),
+    "model.attention_head_dim": 8,
+    "model.norm_num_groups": 4,
+    "train.batch_size": 16,
+    "train.max_steps": 30,
+    "train.lr": 2e-3,
+    "train.ema_decay": 0.9,
+    "train.eval_every": 15,
+    "train.checkpoint_every": 10,
+    "eval.repeats": 2,
+    "eval.gen_steps": 4,
+    "eval.batch_size": 64,
+}
+
+# A budget reproduction on one GPU: a larger batch, fewer steps, and the deviations that pay off at
+# short horizons (EMA with warm-up, clipped gradients, more training times at t = 1).
+_GPU_BUDGET: dict[str, Any] = {
+    "flow.t_one_frac": 0.5,
+    "train.batch_size": 256,
+    "train.max_steps": 6000,
+    "train.lr": 1e-3,
+    "train.warmup_frac": 0.05,
+    "train.ema_decay": 0.999,
+    "train.ema_warmup": True,
+    "train.grad_clip": 1.0,
+    "train.eval_every": 500,
+    "train.checkpoint_every": 1000,
+}
+
+# LatMSF as the reference runs it: 224 px through the SD VAE, latents 4 x 32 x 32, 128 base channels.
+_LATENT: dict[str, Any] = {
+    "latent.enabled": True,
+    "data.size": 224,
+    "data.resolution": 32,
+    "model.base_channels": 128,
+}
+
 PROFILES: dict[str, dict[str, Any]] = {
-    # Seconds on a laptop CPU: a tiny network on 16 x 16 inputs. For tests, CI and notebook smoke runs.
-    "smoke": {
-        "data.resolution": 16,
-        "model.base_channels": 8,
-        "model.channel_mult": (1, 2),
-        "model.layers_per_block": 1,
-        "model.attention_resolutions": (),
-        "model.attention_head_dim": 8,
-        "model.norm_num_groups": 4,
-        "train.batch_size": 16,
-        "train.max_steps": 30,
-        "train.lr": 2e-3,
-        "train.ema_decay": 0.9,
-        "train.eval_every": 15,
-        "train.checkpoint_every": 10,
-        "eval.repeats": 2,
-        "eval.gen_steps": 4,
-        "eval.batch_size": 64,
-    },
+    "smoke": _SMOKE,
     # A quick real run on 2 CPU cores: a 0.9 M-parameter UNet at the native 28 px, with the budget
-    # deviations that pay off at short horizons (EMA with warm-up, clipped gradients, more t = 1).
+    # deviations that pay off at short horizons.
     "cpu": {
         "data.resolution": 28,
         "model.base_channels": 16,
@@ -225,70 +251,16 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train.eval_every": 250,
         "train.checkpoint_every": 250,
     },
-    # A budget reproduction on one H100: the paper's network, bf16, a larger batch and fewer steps.
-    "gpu": {
-        "flow.t_one_frac": 0.5,
-        "train.batch_size": 256,
-        "train.max_steps": 6000,
-        "train.lr": 1e-3,
-        "train.warmup_frac": 0.05,
-        "train.ema_decay": 0.999,
-        "train.ema_warmup": True,
-        "train.grad_clip": 1.0,
-        "train.eval_every": 500,
-        "train.checkpoint_every": 1000,
-        "eval.batch_size": 2000,
-    },
+    # The paper's network in bf16 on one H100.
+    "gpu": {**_GPU_BUDGET, "eval.batch_size": 2000},
     # The reference recipe of method.md section 7, at 32 x 32 (all defaults).
     "paper": {},
-    # LatMSF, the reference's only published command: 224 px through the SD VAE, 128 base channels.
-    "latent-paper": {
-        "latent.enabled": True,
-        "data.size": 224,
-        "data.resolution": 32,
-        "model.base_channels": 128,
-    },
-    # LatMSF on a budget: the gpu profile's deviations, in latent space.
-    "latent-gpu": {
-        "latent.enabled": True,
-        "data.size": 224,
-        "data.resolution": 32,
-        "model.base_channels": 128,
-        "flow.t_one_frac": 0.5,
-        "train.batch_size": 256,
-        "train.max_steps": 6000,
-        "train.lr": 1e-3,
-        "train.warmup_frac": 0.05,
-        "train.ema_decay": 0.999,
-        "train.ema_warmup": True,
-        "train.grad_clip": 1.0,
-        "train.eval_every": 500,
-        "train.checkpoint_every": 1000,
-        "eval.batch_size": 500,
-    },
+    # LatMSF with the reference recipe: the only command the authors published.
+    "latent-paper": _LATENT,
+    # LatMSF on a budget.
+    "latent-gpu": {**_LATENT, **_GPU_BUDGET, "eval.batch_size": 500},
     # Seconds on a CPU: the latent path end to end with a tiny random VAE on 64 px (synthetic) data.
-    "latent-smoke": {
-        "latent.enabled": True,
-        "latent.vae": "tiny",
-        "latent.image_size": 32,
-        "data.size": 64,
-        "data.resolution": 16,
-        "model.base_channels": 8,
-        "model.channel_mult": (1, 2),
-        "model.layers_per_block": 1,
-        "model.attention_resolutions": (),
-        "model.attention_head_dim": 8,
-        "model.norm_num_groups": 4,
-        "train.batch_size": 16,
-        "train.max_steps": 30,
-        "train.lr": 2e-3,
-        "train.ema_decay": 0.9,
-        "train.eval_every": 15,
-        "train.checkpoint_every": 10,
-        "eval.repeats": 2,
-        "eval.gen_steps": 4,
-        "eval.batch_size": 64,
-    },
+    "latent-smoke": {**_SMOKE, "latent.enabled": True, "latent.vae": "tiny", "latent.image_size": 32, "data.size": 64},
 }
 
 
