@@ -204,3 +204,26 @@ def plot_distances(distances: np.ndarray, labels: Sequence[str], true: int | Non
     ax.set_xlabel("distance to class colour (lower = closer)")
     ax.set_title(title, fontsize=9)
     return ax
+
+
+def plot_reliability(calibrations: dict[str, "object"], title: str = "", ax=None):
+    """Reliability diagram: accuracy against confidence per bin, one line per method.
+
+    ``calibrations`` maps a label to a :class:`msflow.metrics.Calibration`; the legend shows each ECE.
+    """
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls="--", label="perfectly calibrated")
+    for label, cal in calibrations.items():
+        keep = cal.bin_count > 0
+        ax.plot(np.asarray(cal.bin_confidence)[keep], np.asarray(cal.bin_accuracy)[keep], marker="o", ms=3,
+                label=f"{label} (ECE {cal.ece:.3f})")
+    ax.set_xlabel("confidence (top-class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return ax

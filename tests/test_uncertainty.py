@@ -1,0 +1,84 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from msflow import metrics, uncertainty
+from msflow.data import write_synthetic, load_split
+from msflow.config import make_config
+from msflow.model import build
+from msflow.paper import ARC, ARC_FRACTIONS
+
+
+def _mp(distances, spread=None):
+    d = np.asarray(distances, dtype=float)
+    return uncertainty.MultiPass(d, np.zeros(d.shape[1]) if spread is None else np.asarray(spread), np.zeros(d.shape[1], int))
+
+
+def test_scores_by_hand():
+    # 3 passes, 2 images, 3 classes
+    d = [[[0.1, 0.5, 0.9], [0.40, 0.45, 0.9]],
+         [[0.2, 0.4, 0.9], [0.50, 0.30, 0.9]],
+         [[0.3, 0.6, 0.9], [0.45, 0.40, 0.9]]]
+    s = uncertainty.scores(_mp(d, [0.0, 0.2]))
+    assert s["distance"].tolist() == pytest.approx([0.1, 0.40])
+    assert s["margin"].tolist() == pytest.approx([0.1 - 0.5, 0.40 - 0.45])
+    assert s["mean_distance"].tolist() == pytest.approx([0.2, (0.45 + 0.30 + 0.40) / 3])
+    assert s["vote_disagreement"].tolist() == pytest.approx([0.0, 1 - 2 / 3])  # image 2 votes 0, 1, 1
+    assert s["map_spread"].tolist() == [0.0, 0.2]
+    assert uncertainty.predictions(_mp(d)).tolist() == [0, 1]
+    assert list(s) == list(uncertainty.SCORES)
+
+
+class _Readout(torch.nn.Module):
+    """A field whose one-step backward readout is exactly the map ``target``: y_hat = xi_y - v_y = target."""
+
+    def __init__(self, base, target):
+        super().__init__()
+        self.base, self.target = base, target
+        self.image_channels, self.resolution = base.image_channels, base.resolution
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, z, t):
+        c = self.image_channels
+        return torch.cat([torch.zeros_like(z[:, :c]), z[:, c:] - self.target[: z.shape[0]]], dim=1)
+
+
+def test_multi_pass_of_a_deterministic_readout(tmp_path):
+    write_synthetic(tmp_path, "bloodmnist", 28, {"train": 8, "val": 8, "test": 10})
+    split = load_split("bloodmnist", "test", 28, tmp_path)
+    comps = build(make_config("bloodmnist", "smoke"))
+    labels = torch.arange(10) % 8
+    target = comps.code.encode(labels, 16, noise=False)
+    comps = dataclasses.replace(comps, model=_Readout(comps.model, target))
+    mp = uncertainty.multi_pass(comps, split, draws=4, batch_size=16)
+    assert mp.distances.shape == (4, 10, 8)
+    assert np.allclose(mp.spread, 0, atol=1e-6)  # every pass reads the same map
+    assert uncertainty.predictions(mp).tolist() == labels.tolist()
+    s = uncertainty.scores(mp)
+    assert np.allclose(s["distance"], 0, atol=1e-6) and np.allclose(s["vote_disagreement"], 0)
+
+
+def test_selective_accuracy_and_curve_area():
+    correct = np.array([1, 0, 1, 1, 0, 1, 1, 1, 1, 1], bool)
+    unc = np.array([0.1, 0.9, 0.2, 0.3, 0.8, 0.4, 0.5, 0.6, 0.05, 0.15])
+    assert uncertainty.selective_accuracy(correct, unc, (0.1, 0.2)) == pytest.approx({0.1: 8 / 9, 0.2: 1.0})
+    # a flat curve has the error rate as its area; a linear risk integrates exactly
+    assert uncertainty.aurc_from_curve(np.array([0, 0.5, 0.9]), np.array([0.8, 0.8, 0.8])) == pytest.approx(0.2)
+    frac = np.array([0.0, 0.25, 0.5])
+    assert uncertainty.aurc_from_curve(frac, 1 - (1 - frac) * 0.4) == pytest.approx(0.4 * (1.0 + 0.5) / 2)
+    # on a fine grid the curve's area approaches the exact AURC over the same coverage range
+    rng = np.random.default_rng(0)
+    c, u = rng.random(2000) < 0.8, rng.random(2000)
+    grid = np.arange(0, 0.951, 0.01)
+    exact = metrics.risk_coverage(c, u)[int(0.05 * 2000) - 1:].mean()
+    assert uncertainty.aurc_from_curve(grid, metrics.accuracy_rejection(c, u, grid)) == pytest.approx(exact, abs=0.005)
+
+
+def test_area_of_the_papers_pneumonia_curve_by_hand():
+    # coverage .3 .5 .7 .8 .9 1 with risk .030 .053 .071 .080 .094 .118 (100 - the paper's accuracy, %)
+    by_hand = ((0.030 + 0.053) / 2 * 0.2 + (0.053 + 0.071) / 2 * 0.2 + (0.071 + 0.080) / 2 * 0.1
+               + (0.080 + 0.094) / 2 * 0.1 + (0.094 + 0.118) / 2 * 0.1) / 0.7
+    value = uncertainty.aurc_from_curve(np.array(ARC_FRACTIONS), np.array(ARC["pneumoniamnist"]) / 100)
+    assert value == pytest.approx(by_hand)
