@@ -1,0 +1,181 @@
+"""Discriminative baselines trained in the same pipeline: a ResNet-18 sized for 28 px images.
+
+The network follows MedMNIST's benchmark version of ResNet-18 (a 3 x 3 stride-1 stem and no max-pool, so
+28 px inputs keep enough resolution), with dropout before the classifier so that MC dropout is possible.
+Its uncertainty baselines are the max-softmax probability, the same after temperature scaling on the
+validation split, MC dropout and a deep ensemble (several seeds); its 512-d penultimate features are the
+in-domain feature space of the generation metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from msflow import metrics
+from msflow.data import Split, load_split, random_flips, to_model_input, uses_flips, get_info
+from msflow.results import provenance, torch_save, write_json
+
+
+class _Block(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.skip = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.skip = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.skip(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for small images: ``(B, C, H, W)`` in [-1, 1] to ``(B, K)`` logits.
+
+    Args:
+        in_channels: image channels.
+        num_classes: K.
+        dropout: dropout before the classifier (kept active at test time for MC dropout).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        layers, c_in = [], 64
+        for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers += [_Block(c_in, c_out, stride), _Block(c_out, c_out, 1)]
+            c_in = c_out
+        self.layers = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(512, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 512-d penultimate features (global average pool of the last stage)."""
+        return self.layers(self.stem(x)).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.features(x)))
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Training of one baseline classifier (MedMNIST's recipe, shortened: Adam, cosine decay, flips as msflow).
+
+    Attributes:
+        dataset: MedMNIST flag.
+        size: file size (28).
+        resolution: input side.
+        epochs: passes over the training split.
+        batch_size: images per step.
+        lr: peak Adam learning rate.
+        dropout: dropout before the classifier.
+        seed: seed of initialisation, order and augmentation (one seed per ensemble member).
+    """
+
+    dataset: str = "pneumoniamnist"
+    size: int = 28
+    resolution: int = 28
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    dropout: float = 0.1
+    seed: int = 0
+
+
+def train_baseline(cfg: BaselineConfig, out_dir: str | Path, data_root: str | None = None, device: str | torch.device = "cpu",
+                   progress: bool = True) -> Path:
+    """Train one ResNet-18; keep the weights of the epoch with the best validation accuracy.
+
+    Writes ``<out_dir>/baseline.pt`` and ``<out_dir>/baseline.json`` (history, wall time, provenance); a
+    finished run is reused.
+    """
+    out = Path(out_dir)
+    if (out / "baseline.json").exists() and (out / "baseline.pt").exists():
+        return out
+    device = torch.device(device)
+    info = get_info(cfg.dataset)
+    train = load_split(cfg.dataset, "train", cfg.size, data_root)
+    val = load_split(cfg.dataset, "val", cfg.size, data_root)
+    torch.manual_seed(cfg.seed)
+    model = ResNet18(info.channels, info.num_classes, cfg.dropout).to(device)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * steps_per_epoch)
+    flips = uses_flips(info, None)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    images, labels = train.images, train.labels
+    history, best, t_train = [], None, 0.0
+    for epoch in tqdm(range(cfg.epochs), desc=f"ResNet-18 {info.flag} seed {cfg.seed}", disable=not progress):
+        model.train()
+        t0 = time.perf_counter()
+        for idx in torch.randperm(len(train), generator=gen).split(cfg.batch_size):
+            x = to_model_input(images[idx], cfg.resolution)
+            if flips:
+                x = random_flips(x, gen)
+            loss = F.cross_entropy(model(x.to(device)), labels[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        t_train += time.perf_counter() - t0
+        acc = metrics.accuracy(logits(model, val, cfg.resolution).argmax(1), val.labels.numpy())
+        history.append({"epoch": epoch + 1, "val_acc": acc, "train_seconds": t_train})
+        if best is None or acc > best["val_acc"]:
+            best = history[-1]
+            torch_save({"config": asdict(cfg), "weights": model.state_dict()}, out / "baseline.pt")
+    write_json(out / "baseline.json", {"config": asdict(cfg), "best": best, "history": history, "train_seconds": t_train,
+                                       "dataset": {"md5": train.md5, "synthetic": train.synthetic}, "provenance": provenance(device)})
+    return out
+
+
+def load_baseline(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[ResNet18, BaselineConfig]:
+    """The selected weights of a trained baseline, in eval mode."""
+    d = torch.load(Path(out_dir) / "baseline.pt", map_location="cpu", weights_only=True)
+    cfg = BaselineConfig(**d["config"])
+    info = get_info(cfg.dataset)
+    model = ResNet18(info.channels, info.num_classes, cfg.dropout)
+    model.load_state_dict(d["weights"])
+    return model.to(device).eval(), cfg
+
+
+@torch.no_grad()
+def logits(model: ResNet18, split: Split, resolution: int = 28, mc_samples: int = 0, batch_size: int = 512, seed: int = 0) -> np.ndarray:
+    """Logits ``(N, K)``; with ``mc_samples > 0``, ``(S, N, K)`` with dropout active (MC dropout)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    if mc_samples:
+        model.dropout.train()
+        torch.manual_seed(seed)
+    out = []
+    for _ in range(max(mc_samples, 1)):
+        out.append(torch.cat([model(to_model_input(split.images[i : i + batch_size], resolution).to(device)).float().cpu()
+                              for i in range(0, len(split), batch_size)]))
+    model.train(was_training)
+    stacked = torch.stack(out).numpy()
+    return stacked if mc_samples else stacked[0]
+
+
+@torch.no_grad()
+def features(model: ResNet18, images: torch.Tensor, resolution: int = 28, batch_size: int = 512) -> np.ndarray:
+    """Penultimate features ``(N, 512)`` of uint8 images (or of images already in [-1, 1])."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size]
+        x = to_model_input(x, resolution) if x.dtype == torch.uint8 else F.interpolate(x.float(), size=(resolution,) * 2, mode="bilinear", align_corners=False, antialias=True)
+        out.append(model.features(x.to(device)).float().cpu())
+    return torch.cat(out).numpy()

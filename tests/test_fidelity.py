@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import torch
+
+from msflow import baselines, fidelity
+from msflow.data import load_split, write_synthetic
+
+
+def test_frechet_distance_of_identical_and_shifted_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 4))
+    assert fidelity.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    mu = np.array([1.0, -2.0, 0.5, 0.0])
+    # equal covariances: the distance is |mu|^2 (up to sampling error)
+    assert fidelity.frechet_distance(a, rng.normal(size=(4000, 4)) + mu) == pytest.approx(np.sum(mu**2), abs=0.1)
+    # N(0, I) vs N(0, 4 I) in 4 dimensions: Tr(I + 4I - 2 * 2I) = 4
+    assert fidelity.frechet_distance(a, 2 * rng.normal(size=(4000, 4))) == pytest.approx(4.0, abs=0.25)
+
+
+def test_precision_recall_known_cases():
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(300, 3))
+    same = fidelity.precision_recall(real, real.copy(), k=3)
+    assert (same.precision, same.recall) == (1.0, 1.0)
+    far = fidelity.precision_recall(real, real + 100.0, k=3)
+    assert (far.precision, far.recall) == (0.0, 0.0)
+    # fakes collapsed onto one real point: precise but no recall
+    collapsed = fidelity.precision_recall(real, np.repeat(real[:1], 50, axis=0), k=3)
+    assert collapsed.precision == 1.0 and collapsed.recall < 0.05
+
+
+def test_resnet18_shapes_features_and_mc_dropout():
+    net = baselines.ResNet18(3, 8, dropout=0.5).eval()
+    x = torch.randn(4, 3, 28, 28)
+    assert net(x).shape == (4, 8) and net.features(x).shape == (4, 512)
+    assert 10e6 < sum(p.numel() for p in net.parameters()) < 12e6  # a ResNet-18
+
+
+def test_baseline_trains_selects_and_predicts(tmp_path):
+    write_synthetic(tmp_path / "d", "bloodmnist", 28, {"train": 64, "val": 32, "test": 16})
+    cfg = baselines.BaselineConfig(dataset="bloodmnist", epochs=2, batch_size=32, dropout=0.5)
+    out = baselines.train_baseline(cfg, tmp_path / "r", str(tmp_path / "d"), progress=False)
+    model, loaded = baselines.load_baseline(out)
+    assert loaded == cfg
+    test = load_split("bloodmnist", "test", 28, tmp_path / "d")
+    z = baselines.logits(model, test)
+    assert z.shape == (16, 8) and np.allclose(z, baselines.logits(model, test))  # deterministic without MC
+    mc = baselines.logits(model, test, mc_samples=3)
+    assert mc.shape == (3, 16, 8) and not np.allclose(mc[0], mc[1])  # dropout active
+    assert baselines.features(model, test.images).shape == (16, 512)
+    assert not model.training
+    import json
+
+    record = json.loads((out / "baseline.json").read_text())
+    assert len(record["history"]) == 2 and record["dataset"]["synthetic"] and record["provenance"]["git_commit"]
