@@ -101,3 +101,20 @@ def aurc_from_curve(fractions: np.ndarray, accuracy: np.ndarray) -> float:
     order = np.argsort(coverage)
     c, r = coverage[order], risk[order]
     return float(np.sum((r[1:] + r[:-1]) / 2 * np.diff(c)) / (c[-1] - c[0]))
+
+
+def report(correct: np.ndarray, uncertainty: np.ndarray, probs: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict[str, float]:
+    """One method's selective-prediction and calibration metrics (calibration only when ``probs`` are given).
+
+    Keys: ``acc``, ``aurc``, ``eaurc``, ``sel_acc@10``, ``sel_acc@20``, ``sel_acc@50``, ``error_auroc`` and, with
+    probabilities, ``ece``, ``nll``, ``brier``.
+    """
+    from msflow import metrics
+
+    risk = metrics.aurc(correct, uncertainty)
+    out = {"acc": float(np.mean(correct)), "aurc": risk.aurc, "eaurc": risk.excess,
+           **{f"sel_acc@{int(100 * r)}": v for r, v in selective_accuracy(correct, uncertainty).items()},
+           "error_auroc": metrics.error_detection_auroc(correct, uncertainty)}
+    if probs is not None:
+        out |= {"ece": metrics.calibration(probs, labels).ece, "nll": metrics.nll(probs, labels), "brier": metrics.brier(probs, labels)}
+    return out

@@ -82,3 +82,15 @@ def test_area_of_the_papers_pneumonia_curve_by_hand():
                + (0.080 + 0.094) / 2 * 0.1 + (0.094 + 0.118) / 2 * 0.1) / 0.7
     value = uncertainty.aurc_from_curve(np.array(ARC_FRACTIONS), np.array(ARC["pneumoniamnist"]) / 100)
     assert value == pytest.approx(by_hand)
+
+
+def test_report_by_hand():
+    correct = np.array([1, 1, 0, 1], bool)
+    unc = np.array([0.1, 0.2, 0.9, 0.3])  # the error is the most uncertain: a perfect ranking
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.7, 0.3]])
+    labels = np.array([0, 0, 1, 0])
+    r = uncertainty.report(correct, unc, probs, labels)
+    assert r["acc"] == 0.75 and r["eaurc"] == pytest.approx(0.0) and r["error_auroc"] == 1.0
+    assert r["sel_acc@50"] == 1.0 and r["sel_acc@10"] == 0.75  # floor(0.4) = 0 images rejected at 10 %
+    assert r["nll"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4, 0.7])))
+    assert "ece" not in uncertainty.report(correct, unc)
