@@ -96,32 +96,37 @@ class BaselineConfig:
 
 def train_baseline(cfg: BaselineConfig, out_dir: str | Path, data_root: str | None = None, device: str | torch.device = "cpu",
                    progress: bool = True) -> Path:
-    """Train one ResNet-18; keep the weights of the epoch with the best validation accuracy.
-
-    Writes ``<out_dir>/baseline.pt`` and ``<out_dir>/baseline.json`` (history, wall time, provenance); a
-    finished run is reused.
-    """
+    """Train one ResNet-18 on the real training split; keep the weights of the epoch with the best
+    validation accuracy. Writes ``<out_dir>/baseline.pt`` and ``baseline.json``; a finished run is reused."""
     out = Path(out_dir)
     if (out / "baseline.json").exists() and (out / "baseline.pt").exists():
         return out
-    device = torch.device(device)
-    info = get_info(cfg.dataset)
     train = load_split(cfg.dataset, "train", cfg.size, data_root)
     val = load_split(cfg.dataset, "val", cfg.size, data_root)
+    return train_on(cfg, train.images, train.labels, val, out, device, progress, {"md5": train.md5, "synthetic": train.synthetic})
+
+
+def train_on(cfg: BaselineConfig, images: torch.Tensor, labels: torch.Tensor, val: Split, out_dir: str | Path,
+             device: str | torch.device = "cpu", progress: bool = True, source: dict | None = None) -> Path:
+    """Train one ResNet-18 on the given images (uint8, or floats in [-1, 1]) and labels, selecting on ``val``.
+
+    Used for the real training split and, for the Classification Accuracy Score, for generated samples.
+    """
+    out = Path(out_dir)
+    device = torch.device(device)
+    info = get_info(cfg.dataset)
     torch.manual_seed(cfg.seed)
     model = ResNet18(info.channels, info.num_classes, cfg.dropout).to(device)
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * math.ceil(len(labels) / cfg.batch_size))
     flips = uses_flips(info, None)
     gen = torch.Generator().manual_seed(cfg.seed)
-    images, labels = train.images, train.labels
     history, best, t_train = [], None, 0.0
     for epoch in tqdm(range(cfg.epochs), desc=f"ResNet-18 {info.flag} seed {cfg.seed}", disable=not progress):
         model.train()
         t0 = time.perf_counter()
-        for idx in torch.randperm(len(train), generator=gen).split(cfg.batch_size):
-            x = to_model_input(images[idx], cfg.resolution)
+        for idx in torch.randperm(len(labels), generator=gen).split(cfg.batch_size):
+            x = _as_input(images[idx], cfg.resolution)
             if flips:
                 x = random_flips(x, gen)
             loss = F.cross_entropy(model(x.to(device)), labels[idx].to(device))
@@ -136,8 +141,16 @@ def train_baseline(cfg: BaselineConfig, out_dir: str | Path, data_root: str | No
             best = history[-1]
             torch_save({"config": asdict(cfg), "weights": model.state_dict()}, out / "baseline.pt")
     write_json(out / "baseline.json", {"config": asdict(cfg), "best": best, "history": history, "train_seconds": t_train,
-                                       "dataset": {"md5": train.md5, "synthetic": train.synthetic}, "provenance": provenance(device)})
+                                       "n_train": len(labels), "dataset": source or {}, "provenance": provenance(device)})
     return out
+
+
+def _as_input(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """uint8 images, or floats already in [-1, 1], to floats in [-1, 1] at ``resolution``."""
+    if x.dtype == torch.uint8:
+        return to_model_input(x, resolution)
+    x = x.float()
+    return x if x.shape[-1] == resolution else F.interpolate(x, size=(resolution,) * 2, mode="bilinear", align_corners=False, antialias=True)
 
 
 def load_baseline(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[ResNet18, BaselineConfig]:
@@ -170,12 +183,17 @@ def logits(model: ResNet18, split: Split, resolution: int = 28, mc_samples: int 
 
 @torch.no_grad()
 def features(model: ResNet18, images: torch.Tensor, resolution: int = 28, batch_size: int = 512) -> np.ndarray:
-    """Penultimate features ``(N, 512)`` of uint8 images (or of images already in [-1, 1])."""
+    """Penultimate features ``(N, 512)`` of uint8 images, or of images already in [-1, 1]."""
     device = next(model.parameters()).device
     model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size]
-        x = to_model_input(x, resolution) if x.dtype == torch.uint8 else F.interpolate(x.float(), size=(resolution,) * 2, mode="bilinear", align_corners=False, antialias=True)
-        out.append(model.features(x.to(device)).float().cpu())
-    return torch.cat(out).numpy()
+    return torch.cat([model.features(_as_input(images[i : i + batch_size], resolution).to(device)).float().cpu()
+                      for i in range(0, len(images), batch_size)]).numpy()
+
+
+@torch.no_grad()
+def predict_images(model: ResNet18, images: torch.Tensor, resolution: int = 28, batch_size: int = 512) -> np.ndarray:
+    """Predicted classes of uint8 images, or of images already in [-1, 1]."""
+    device = next(model.parameters()).device
+    model.eval()
+    return torch.cat([model(_as_input(images[i : i + batch_size], resolution).to(device)).argmax(1).cpu()
+                      for i in range(0, len(images), batch_size)]).numpy()

@@ -8,22 +8,27 @@ read against.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets ``(N, D)`` and ``(M, D)``:
-    ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))``."""
+    ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))``.
+
+    ``eps * I`` is added to both covariances so that the square root exists when a set has fewer samples
+    than dimensions (its covariance is then singular); use several times ``D`` samples for a stable value.
+    """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = linalg.sqrtm(s_a @ s_b)
-    if not np.isfinite(covmean).all():  # nearly singular product: regularise as is customary
-        eps = 1e-6 * np.eye(len(s_a))
-        covmean = linalg.sqrtm((s_a + eps) @ (s_b + eps))
+    reg = eps * np.eye(a.shape[1])
+    s_a, s_b = np.cov(a, rowvar=False) + reg, np.cov(b, rowvar=False) + reg
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s_a @ s_b)
     return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a + s_b - 2 * np.real(covmean)))
 
 
@@ -52,3 +57,39 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> Precisio
         precision=float(_covered(fake, real, _kth_radius(real, k)).mean()),
         recall=float(_covered(real, fake, _kth_radius(fake, k)).mean()),
     )
+
+
+class FeatureNetworkUnavailable(RuntimeError):
+    """The optional Inception network cannot be loaded here."""
+
+
+def inception_features(images, batch_size: int = 64):
+    """Inception-v3 pool features ``(N, 2048)`` of images in [-1, 1], for the customary FID.
+
+    Optional: it needs torchvision and the ImageNet weights, which torchvision downloads on first use.
+    Raises:
+        FeatureNetworkUnavailable: with what to do, when either is missing.
+    """
+    try:
+        import torchvision
+    except ImportError as err:
+        raise FeatureNetworkUnavailable(
+            "the Inception FID needs torchvision (pip install torchvision matching your torch) and internet access for "
+            "its ImageNet weights; the in-domain Fréchet distance of this study needs neither"
+        ) from err
+    import torch
+    import torch.nn.functional as F
+
+    try:
+        net = torchvision.models.inception_v3(weights=torchvision.models.Inception_V3_Weights.IMAGENET1K_V1)
+    except Exception as err:  # a download failure surfaces as URLError, OSError or RuntimeError depending on versions
+        raise FeatureNetworkUnavailable(f"the Inception-v3 weights could not be loaded ({err}); they download on first use, which needs internet") from err
+    net.fc = torch.nn.Identity()
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = images[i : i + batch_size].float()
+            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+            out.append(net(F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)))
+    return torch.cat(out).numpy()

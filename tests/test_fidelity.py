@@ -53,3 +53,29 @@ def test_baseline_trains_selects_and_predicts(tmp_path):
 
     record = json.loads((out / "baseline.json").read_text())
     assert len(record["history"]) == 2 and record["dataset"]["synthetic"] and record["provenance"]["git_commit"]
+
+
+def test_inception_fid_fails_clearly_without_torchvision(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torchvision(name, *a, **k):
+        if name == "torchvision":
+            raise ImportError("No module named 'torchvision'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_torchvision)
+    with pytest.raises(fidelity.FeatureNetworkUnavailable, match="needs torchvision"):
+        fidelity.inception_features(torch.zeros(2, 3, 28, 28))
+
+
+def test_classifier_trains_on_given_tensors(tmp_path):
+    write_synthetic(tmp_path / "d", "pneumoniamnist", 28, {"train": 8, "val": 16, "test": 8})
+    val = load_split("pneumoniamnist", "val", 28, tmp_path / "d")
+    fake = torch.rand(32, 1, 28, 28) * 2 - 1  # "generated" images in [-1, 1]
+    out = baselines.train_on(baselines.BaselineConfig(dataset="pneumoniamnist", epochs=1, batch_size=16), fake,
+                             torch.arange(32) % 2, val, tmp_path / "cas", progress=False)
+    model, _ = baselines.load_baseline(out)
+    assert baselines.predict_images(model, val.images).shape == (16,)
+    assert baselines.features(model, fake).shape == (32, 512)

@@ -52,6 +52,7 @@ def test_every_notebook_has_a_typed_parameters_cell_and_no_outputs():
     ("evaluate", {"eval_acc", "eval_auc_paper", "eval_auc_medmnist", "eval_repeats"}, 4),
     ("generate", set(), 4),
     ("uncertainty", {"uncertainty_table", "uncertainty_checks"}, 1),
+    ("fidelity", {"fidelity_sweep", "fidelity_cas"}, 1),
 ])
 def test_notebook_runs_in_smoke_mode(smoke_env, tmp_path, name, keys, images):
     nb = _run(name, tmp_path / f"{name}.ipynb")
