@@ -227,3 +227,19 @@ def plot_reliability(calibrations: dict[str, "object"], title: str = "", ax=None
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return ax
+
+
+def plot_time_to_accuracy(histories: dict[str, Sequence[dict]], x: str = "images", ax=None, title: str = ""):
+    """Validation accuracy of several runs against training images seen (or ``x="train_seconds"``)."""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.4))
+    for label, history in histories.items():
+        xs = np.array([h[x] for h in history], dtype=float) / (60 if x == "train_seconds" else 1)
+        ax.plot(xs, [100 * h["val_acc"] for h in history], marker="o", ms=3, label=label)
+    ax.set_xlabel({"images": "training images seen", "train_seconds": "training wall time, min"}.get(x, x))
+    ax.set_ylabel("validation accuracy, %")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax

@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 EXECUTED = ROOT / "book" / "executed"
 RUNS = "../results"  # as seen from notebooks/, where papermill runs them
+STAGES = ("train", "evaluate", "generate")
+EXTRAS = ("uncertainty", "fidelity")  # heavier: ResNet-18 baselines and sample sweeps; run with --extra
+TITLES = {"uncertainty": "uncertainty vs baselines", "fidelity": "generation metrics"}
 
 TOC_HEAD = """\
 # Written by scripts/study.py from the runs that exist; edit the template there.
@@ -72,14 +75,14 @@ def execute(name: str, out: Path, params: dict, force: bool, log: list[str]) -> 
 
 
 def write_toc(profile: str) -> None:
+    """List the executed pages under the results chapter: each dataset's run pages, then its recipe comparison."""
     entries = []
     for ds in STUDY_DATASETS:
-        flag = get_info(ds).flag
-        folder = EXECUTED / f"{flag}-{profile}"
-        for stage in ("train", "evaluate", "generate"):
-            if (folder / f"{stage}.ipynb").exists():
-                title = f"{get_info(ds).title}: {stage}"
-                entries.append(f"          - file: book/executed/{flag}-{profile}/{stage}\n            title: \"{title}\"")
+        info = get_info(ds)
+        pages = [(f"{info.flag}-{profile}/{stage}", f"{info.title}: {TITLES.get(stage, stage)}") for stage in STAGES + EXTRAS]
+        pages.append((f"{info.flag}-recipes", f"{info.title}: recipes compared"))
+        entries += [f"          - file: book/executed/{page}\n            title: \"{title}\""
+                    for page, title in pages if (EXECUTED / f"{page}.ipynb").exists()]
     (ROOT / "_toc.yml").write_text(TOC_HEAD.format(runs="\n".join(entries)).replace("        sections:\n\n", "\n"))
 
 
@@ -91,6 +94,10 @@ def main() -> int:
     p.add_argument("--data-root", default="", help="MedMNIST folder (default: $MSFLOW_DATA, else ~/.medmnist)")
     p.add_argument("--force", action="store_true", help="re-execute notebooks and retrain runs")
     p.add_argument("--no-book", action="store_true", help="skip building the book")
+    p.add_argument("--compare", nargs="*", default=[], metavar="PROFILE",
+                   help="also compare the runs of these profiles per dataset (time to accuracy), e.g. cpu-reference cpu")
+    p.add_argument("--extra", nargs="*", default=[], choices=EXTRAS,
+                   help="also run these per dataset: uncertainty (ResNet-18 baselines), fidelity (generation metrics)")
     args = p.parse_args()
 
     log: list[str] = []
@@ -105,10 +112,14 @@ def main() -> int:
         common = {"dataset": flag, "profile": args.profile, "runs_dir": RUNS, "device": args.device, "data_root": args.data_root}
         if args.force:
             shutil.rmtree(ROOT / "results" / run_path("", flag, args.profile), ignore_errors=True)
-        for stage in ("train", "evaluate", "generate"):
+        for stage in STAGES + tuple(args.extra):
             if not execute(stage, folder / f"{stage}.ipynb", common, args.force, log):
                 ok = False
                 break
+    for ds in args.compare and args.datasets:
+        flag = get_info(ds).flag
+        ok &= execute("recipes", EXECUTED / f"{flag}-recipes.ipynb",
+                      {"dataset": flag, "profiles": ",".join(args.compare), "runs_dir": RUNS}, True, log)
     ok &= execute("summary", EXECUTED / "summary.ipynb", {"profile": args.profile, "runs_dir": RUNS}, True, log)
     ok &= execute("explore", EXECUTED / "explore.ipynb", {"profile": args.profile, "runs_dir": RUNS, "data_root": args.data_root},
                   True, log)
