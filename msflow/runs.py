@@ -62,7 +62,7 @@ def evaluate_run(
         "eval": dataclasses.asdict(ecfg),
         "metrics": result.to_dict(),
         "training": {k: train_record.get(k) for k in ("steps", "images_seen", "train_seconds", "images_per_second", "parameters")}
-        | {"device": train_record.get("provenance", {}).get("device")},
+        | {k: train_record.get("provenance", {}).get(k) for k in ("device", "git_commit")},
         "provenance": provenance(next(comps.model.parameters()).device),
     }
     suffix = split if checkpoint == "best" else f"{split}_{checkpoint}"

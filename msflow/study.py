@@ -135,8 +135,9 @@ def runs_table(ours: dict[str, dict[str, Any]]):
             "images seen": t["images_seen"],
             "training, min": round(t["train_seconds"] / 60, 1),
             "trained on": t["device"],
+            "trained at commit": (t.get("git_commit") or "not recorded")[:12],
             "evaluated on": prov["device"],
-            "commit": prov["git_commit"][:12],
+            "evaluated at commit": prov["git_commit"][:12],
             "data": "synthetic" if rec["dataset"]["synthetic"] else f"MedMNIST, MD5 {rec['dataset']['md5'][:8]}",
         })
     return pd.DataFrame(rows).set_index("dataset") if rows else pd.DataFrame({"dataset": [], "note": []})

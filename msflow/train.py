@@ -148,6 +148,8 @@ def train(
     total = tc.total_steps(len(train_split))
 
     step, history, best, elapsed, running = 0, [], {}, {"train": 0.0, "total": 0.0}, None
+    # provenance of the code that runs: recorded when training starts, and again at every resume
+    started, resumed = provenance(device), []
     state_path = run_dir / STATE_FILE
     if (run_dir / "config.json").exists():
         check_compatible(RunConfig.from_dict(read_json(run_dir / "config.json")), cfg, str(run_dir),
@@ -158,6 +160,8 @@ def train(
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         step, history, best, elapsed, running = (state[k] for k in ("step", "history", "best", "elapsed", "running"))
+        resumed = state["resumed"] + [{"step": step, **started}]
+        started = state["started"]
     write_json(run_dir / "config.json", cfg.to_dict())
     if step >= total and (run_dir / "train.json").exists():
         done = read_json(run_dir / "train.json")
@@ -181,7 +185,8 @@ def train(
     def save_state() -> None:
         torch_save(
             {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step,
-             "history": history, "best": best, "elapsed": elapsed, "running": running, "config": cfg.to_dict()},
+             "history": history, "best": best, "elapsed": elapsed, "running": running, "config": cfg.to_dict(),
+             "started": started, "resumed": resumed},
             state_path,
         )
 
@@ -266,7 +271,9 @@ def train(
             "parameters": model.num_parameters(),
             "best": best,
             "history": history,
-            "provenance": provenance(device),
+            "provenance": started,
+            "resumed": resumed,
+            "finished": provenance(device),
         },
     )
     return result

@@ -95,6 +95,11 @@ def test_resume_after_interruption_is_exact(tmp_path, synthetic_root, exc, saved
     b = load_weights(tmp_path / "b" / "final.pt").components.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["val_acc"] for h in resumed.history] == [h["val_acc"] for h in straight.history]
+    import json
+
+    record = json.loads((tmp_path / "b" / "train.json").read_text())
+    assert [r["step"] for r in record["resumed"]] == [saved_at]  # the code of each segment is on record
+    assert record["provenance"]["git_commit"] and record["finished"]["git_commit"]
 
 
 def test_resuming_with_another_config_is_refused(tmp_path, synthetic_root):
