@@ -11,6 +11,7 @@ result computed on it can pass for a real one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -164,7 +165,13 @@ def default_root() -> Path:
 
 
 def file_md5(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """MD5 of a file, read in chunks."""
+    """MD5 of a file, read in chunks; remembered for the process while the file's size and times stay the same."""
+    st = os.stat(path)
+    return _md5_cached(os.fspath(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, chunk)
+
+
+@functools.lru_cache(maxsize=64)
+def _md5_cached(path: str, size: int, mtime_ns: int, ctime_ns: int, chunk: int) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from msflow.data import DataError, STUDY_DATASETS, get_info, locate, write_synthetic
-from msflow.paper import PAPER_MODEL_28, SOURCE_PAPER, TABLE1
+from msflow.paper import PAPER_MODEL_28, TABLE1
 from msflow.results import read_json
 
 
@@ -79,7 +79,7 @@ def results_table(ours: dict[str, dict[str, Any]], label: str, datasets: Iterabl
     """One row per model, one (AUC, ACC) column pair per dataset: our runs first, then Table 1.
 
     AUC is the paper's distance AUC for our rows, as in the paper's MedSymmFlow rows. Missing results
-    are shown as "not run".
+    are shown as "not run". Rows from the paper are labelled "paper, Table 1" (:data:`msflow.paper.SOURCE_PAPER`).
     """
     import pandas as pd
 
@@ -93,7 +93,7 @@ def results_table(ours: dict[str, dict[str, Any]], label: str, datasets: Iterabl
         row[(ds, "ACC")] = pct(m["mean"]["acc"], m["std"]["acc"]) if m else "not run"
     rows.append(row)
     for model, vals in TABLE1.items():
-        r: dict[str, Any] = {"model": model, "source": SOURCE_PAPER}
+        r: dict[str, Any] = {"model": model, "source": "paper, Table 1"}
         for ds in datasets:
             r[(ds, "AUC")], r[(ds, "ACC")] = (f"{v:.1f}" for v in vals[ds])
         rows.append(r)
