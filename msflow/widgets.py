@@ -69,7 +69,7 @@ def generate_panel(ex: Explorer):
     first = next(iter(ex.runs))
     dataset = w.Dropdown(options=_names(ex), value=first, description="dataset")
     klass = w.Dropdown(description="class")
-    steps = w.IntSlider(value=25, min=1, max=50, description="steps", continuous_update=False)
+    steps = w.IntSlider(value=10, min=1, max=50, description="steps", continuous_update=False)  # 25 in the paper
     solver = w.Dropdown(options=sorted(SOLVERS), value="euler", description="solver")
     seed = w.BoundedIntText(value=0, min=0, max=10_000, description="seed")
     status, out = w.Label(), w.Output()
