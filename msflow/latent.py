@@ -128,7 +128,7 @@ class LatentCode(ClassCode):
     """The RGB class code, carried in latent space.
 
     Label maps are the scaled posterior means of the clean class-code images (computed once); a predicted
-    label latent is decoded to RGB and measured against the class colours as :class:`RGBCode` does.
+    label latent is decoded to RGB and measured against the class colours as :class:`msflow.masks.RGBCode` does.
     """
 
     def __init__(self, codec: LatentCodec, num_classes: int, beta: float = 4.0):

@@ -79,7 +79,7 @@ def results_table(ours: dict[str, dict[str, Any]], label: str, datasets: Iterabl
     """One row per model, one (AUC, ACC) column pair per dataset: our runs first, then Table 1.
 
     AUC is the paper's distance AUC for our rows, as in the paper's MedSymmFlow rows. Missing results
-    are shown as "not run". Rows from the paper are labelled "paper, Table 1" (:data:`msflow.paper.SOURCE_PAPER`).
+    are shown as "not run". Rows from the paper are labelled "paper, Table 1" (``msflow.paper.SOURCE_PAPER`` cites it).
     """
     import pandas as pd
 
