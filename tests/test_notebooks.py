@@ -10,12 +10,21 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
+RESULTS = NOTEBOOKS.parent / "results"
+
+
+def _listing() -> list[str]:
+    return sorted(str(p) for p in RESULTS.rglob("*")) if RESULTS.exists() else []
+
+
 @pytest.fixture(scope="module")
 def smoke_env(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("MSFLOW_SMOKE_DIR", str(tmp_path_factory.mktemp("smoke")))  # inherited by the kernels
+    before = _listing()
     yield
     mp.undo()
+    assert _listing() == before, "a smoke-mode notebook wrote into the repository's results/"
 
 
 def _run(name: str, out: Path, **params) -> dict:
