@@ -10,8 +10,6 @@ SOURCE_PAPER = "MedSymmFlow paper (Caetano et al., arXiv 2507.19098), Table 1"
 SOURCE_ARC = "MedSymmFlow authors' accuracy-rejection data"
 SOURCE_MEDMNIST_PLUS = "MedMNIST+ benchmark (native 224 px, ImageNet-pretrained)"
 
-DATASET_ORDER = ("pneumoniamnist", "bloodmnist", "dermamnist", "retinamnist")
-
 # Table 1: (AUC %, ACC %) on the MedMNIST test splits, per model and dataset.
 TABLE1: dict[str, dict[str, tuple[float, float]]] = {
     "ResNet-18 (28)": {"pneumoniamnist": (94.4, 85.4), "bloodmnist": (99.8, 95.8), "dermamnist": (91.7, 73.5), "retinamnist": (71.7, 52.4)},
@@ -42,7 +40,3 @@ ARC: dict[str, tuple[float, ...]] = {
 MEDMNIST_PLUS_ACC = {"bloodmnist": 99.0, "dermamnist": 84.7, "retinamnist": 64.2}
 """Accuracy (%) in the MedMNIST+ benchmark, another reference worth beating."""
 
-
-def baselines_28(dataset: str) -> dict[str, tuple[float, float]]:
-    """The 28 px discriminative baselines of Table 1 for one dataset: model -> (AUC %, ACC %)."""
-    return {m: v[dataset] for m, v in TABLE1.items() if m.endswith("(28)")}

@@ -102,13 +102,6 @@ def results_table(ours: dict[str, dict[str, Any]], label: str, datasets: Iterabl
     return df
 
 
-def comparison(ours: dict[str, Any], dataset: str) -> dict[str, float]:
-    """Our mean test ACC and AUC (%) minus the paper's MedSymmFlow (28), for one dataset."""
-    auc, acc = TABLE1[PAPER_MODEL_28][get_info(dataset).flag]
-    m = ours["metrics"]["mean"]
-    return {"acc": 100 * m["acc"] - acc, "auc": 100 * m["auc_paper"] - auc}
-
-
 def smoke_results(datasets: Iterable[str] = STUDY_DATASETS) -> Path:
     """Smoke runs of ``datasets``, trained and evaluated on the test split; returns their runs folder."""
     from msflow.runs import evaluate_run
