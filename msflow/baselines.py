@@ -166,16 +166,12 @@ def load_baseline(out_dir: str | Path, device: str | torch.device = "cpu") -> tu
 @torch.no_grad()
 def logits(model: ResNet18, split: Split, resolution: int = 28, mc_samples: int = 0, batch_size: int = 512, seed: int = 0) -> np.ndarray:
     """Logits ``(N, K)``; with ``mc_samples > 0``, ``(S, N, K)`` with dropout active (MC dropout)."""
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     if mc_samples:
         model.dropout.train()
         torch.manual_seed(seed)
-    out = []
-    for _ in range(max(mc_samples, 1)):
-        out.append(torch.cat([model(to_model_input(split.images[i : i + batch_size], resolution).to(device)).float().cpu()
-                              for i in range(0, len(split), batch_size)]))
+    out = [_batched(model, model, split.images, resolution, batch_size) for _ in range(max(mc_samples, 1))]
     model.train(was_training)
     stacked = torch.stack(out).numpy()
     return stacked if mc_samples else stacked[0]
@@ -184,16 +180,19 @@ def logits(model: ResNet18, split: Split, resolution: int = 28, mc_samples: int 
 @torch.no_grad()
 def features(model: ResNet18, images: torch.Tensor, resolution: int = 28, batch_size: int = 512) -> np.ndarray:
     """Penultimate features ``(N, 512)`` of uint8 images, or of images already in [-1, 1]."""
-    device = next(model.parameters()).device
     model.eval()
-    return torch.cat([model.features(_as_input(images[i : i + batch_size], resolution).to(device)).float().cpu()
-                      for i in range(0, len(images), batch_size)]).numpy()
+    return _batched(model, model.features, images, resolution, batch_size).numpy()
 
 
 @torch.no_grad()
 def predict_images(model: ResNet18, images: torch.Tensor, resolution: int = 28, batch_size: int = 512) -> np.ndarray:
     """Predicted classes of uint8 images, or of images already in [-1, 1]."""
-    device = next(model.parameters()).device
     model.eval()
-    return torch.cat([model(_as_input(images[i : i + batch_size], resolution).to(device)).argmax(1).cpu()
-                      for i in range(0, len(images), batch_size)]).numpy()
+    return _batched(model, model, images, resolution, batch_size).argmax(1).numpy()
+
+
+def _batched(model: ResNet18, fn, images: torch.Tensor, resolution: int, batch_size: int) -> torch.Tensor:
+    """``fn`` (``model`` or one of its methods) batch by batch over images (uint8 or in [-1, 1]), as float on the CPU."""
+    device = next(model.parameters()).device
+    return torch.cat([fn(_as_input(images[i : i + batch_size], resolution).to(device)).float().cpu()
+                      for i in range(0, len(images), batch_size)])

@@ -67,7 +67,7 @@ def predict(
     starts = range(0, n, batch_size)
     for i in tqdm(starts, desc=f"classify {split.name}", disable=not progress, leave=False):
         x = comps.prepare(split.images[i : i + batch_size].to(device))
-        with _autocast(device):
+        with bf16_autocast(device):
             c = classify(model, code, x, steps, solver, generator=gen)
         out_d.append(c.distances.float().cpu())
     d = torch.cat(out_d).numpy()
@@ -165,5 +165,6 @@ def evaluate(
     )
 
 
-def _autocast(device: torch.device):
+def bf16_autocast(device: torch.device):
+    """bfloat16 autocast for inference on CUDA; a no-op elsewhere."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")

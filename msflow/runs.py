@@ -11,7 +11,7 @@ import torch
 
 from msflow.config import EvalConfig
 from msflow.data import load_split
-from msflow.evaluate import EvalResult, evaluate
+from msflow.evaluate import EvalResult, bf16_autocast, evaluate
 from msflow.results import LoadedModel, load_weights, provenance, read_json, save_predictions, write_json
 from msflow.sampler import Generation, generate
 from msflow.train import resolve_device
@@ -95,7 +95,7 @@ def generate_from_run(
     labels = labels.to(device)
     parts = []
     for i in range(0, len(labels), batch_size):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with bf16_autocast(device):
             parts.append(
                 generate(model, comps.code, labels[i : i + batch_size], model.image_channels, model.resolution,
                          steps or cfg.eval.gen_steps, solver or cfg.eval.gen_solver, gen, keep_trajectory)
