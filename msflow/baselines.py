@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from msflow import metrics
 from msflow.data import Split, load_split, random_flips, to_model_input, uses_flips, get_info
-from msflow.results import provenance, torch_save, write_json
+from msflow.results import provenance, read_json, save_predictions, torch_save, write_json
 
 
 class _Block(nn.Module):
@@ -196,3 +196,23 @@ def _batched(model: ResNet18, fn, images: torch.Tensor, resolution: int, batch_s
     device = next(model.parameters()).device
     return torch.cat([fn(_as_input(images[i : i + batch_size], resolution).to(device)).float().cpu()
                       for i in range(0, len(images), batch_size)])
+
+
+def cached_logits(out_dir: str | Path, split: Split, mc_samples: int = 0, device: str | torch.device = "cpu",
+                  seed: int = 0) -> np.ndarray:
+    """:func:`logits` of a trained baseline on a split, kept in ``<out_dir>/logits_<split>[_mc<S>].npz``.
+
+    The file records the split's MD5 and the weights' selected epoch; a file that matches is read instead of
+    loading the network (so that baselines trained on a GPU are rendered, not recomputed, on a laptop).
+    """
+    out = Path(out_dir)
+    path = out / (f"logits_{split.name}" + (f"_mc{mc_samples}" if mc_samples else "") + ".npz")
+    epoch = read_json(out / "baseline.json")["best"]["epoch"]
+    if path.exists():
+        with np.load(path) as z:
+            if str(z["md5"]) == split.md5 and int(z["epoch"]) == epoch and int(z["seed"]) == seed:
+                return z["logits"].astype(np.float32)
+    model, cfg = load_baseline(out, device)
+    values = logits(model, split, cfg.resolution, mc_samples=mc_samples, seed=seed)
+    save_predictions(path, logits=values.astype(np.float32), md5=np.array(split.md5), epoch=np.array(epoch), seed=np.array(seed))
+    return values

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from msflow import metrics
 from msflow.config import EvalConfig
 from msflow.data import load_split
-from msflow.evaluate import EvalResult, bf16_autocast, evaluate
+from msflow.evaluate import EvalResult, Predictions, bf16_autocast, evaluate
 from msflow.results import LoadedModel, load_weights, provenance, read_json, save_predictions, write_json
-from msflow.sampler import Generation, generate
+from msflow.sampler import SOLVERS, Generation, generate
 from msflow.train import resolve_device
+from msflow.uncertainty import MultiPass, multi_pass
 
 CHECKPOINTS = ("best", "final")
 
@@ -35,11 +39,14 @@ def evaluate_run(
     download: bool = False,
     eval_overrides: dict[str, Any] | None = None,
     progress: bool = True,
+    reuse: bool = True,
 ) -> tuple[EvalResult, dict[str, Any]]:
     """Evaluate a run on a split and write ``eval_<split>.json`` and ``predictions_<split>.npz``.
 
     Args:
         eval_overrides: fields of :class:`~msflow.config.EvalConfig` to change (repeats, steps, solver...).
+        reuse: return the recorded evaluation when the results files hold one of the same checkpoint with the
+            same settings (so that a run evaluated on a GPU is rendered, not recomputed, on a laptop).
 
     Returns:
         The evaluation and the results record written to disk.
@@ -48,6 +55,15 @@ def evaluate_run(
     loaded = load_run(run_dir, checkpoint, device)
     cfg = loaded.config
     ecfg: EvalConfig = dataclasses.replace(cfg.eval, **(eval_overrides or {}))
+    suffix = split if checkpoint == "best" else f"{split}_{checkpoint}"
+    if reuse:
+        found = load_evaluation(run_dir, split, checkpoint)
+        if found is not None:
+            result, record = found
+            same = {k: v for k, v in record["eval"].items() if k != "batch_size"} == {
+                k: v for k, v in dataclasses.asdict(ecfg).items() if k != "batch_size"}
+            if same and record["checkpoint"]["step"] == loaded.meta.get("step") and record["config"] == cfg.to_dict():
+                return result, record
     target = load_split(cfg.data.dataset, split, cfg.data.size, data_root, download)
     val = load_split(cfg.data.dataset, "val", cfg.data.size, data_root, download)
     comps = loaded.components
@@ -65,7 +81,6 @@ def evaluate_run(
         | {k: train_record.get("provenance", {}).get(k) for k in ("device", "git_commit")},
         "provenance": provenance(next(comps.model.parameters()).device),
     }
-    suffix = split if checkpoint == "best" else f"{split}_{checkpoint}"
     write_json(run_dir / f"eval_{suffix}.json", record)
     save_predictions(
         run_dir / f"predictions_{suffix}.npz",
@@ -73,6 +88,62 @@ def evaluate_run(
         labels=result.passes[0].labels,
     )
     return result, record
+
+
+def load_evaluation(run_dir: str | Path, split: str = "test", checkpoint: str = "best") -> tuple[EvalResult, dict[str, Any]] | None:
+    """The evaluation recorded by :func:`evaluate_run` (metrics from the record, passes from the predictions
+    file), or None if the run has none for that split and checkpoint."""
+    run_dir = Path(run_dir)
+    suffix = split if checkpoint == "best" else f"{split}_{checkpoint}"
+    rec_path, pred_path = run_dir / f"eval_{suffix}.json", run_dir / f"predictions_{suffix}.npz"
+    if not (rec_path.exists() and pred_path.exists()):
+        return None
+    record = read_json(rec_path)
+    with np.load(pred_path) as z:
+        distances, labels = z["distances"].astype(np.float32), z["labels"]
+    m = record["metrics"]
+    arc = m["accuracy_rejection"]
+    passes = [Predictions(d, d.argmin(1), d.min(1), labels) for d in distances]
+    result = EvalResult(
+        mean=m["mean"], std=m["std"], per_pass=m["per_pass"], temperature=m["temperature"],
+        arc_fractions=np.asarray(arc["fractions"]),
+        arc_accuracy=np.stack([metrics.accuracy_rejection(p.correct, p.uncertainty, np.asarray(arc["fractions"])) for p in passes]),
+        confusion=np.asarray(m["confusion"]), passes=passes, settings=m["settings"],
+    )
+    return result, record
+
+
+def multi_pass_run(
+    run_dir: str | Path,
+    split: str,
+    draws: int,
+    seed: int,
+    data_root: str | Path | None = None,
+    device: str | torch.device = "auto",
+    loaded: LoadedModel | None = None,
+) -> MultiPass:
+    """``draws`` stochastic readouts of a split by a run's best weights (see :func:`msflow.uncertainty.multi_pass`),
+    kept in ``multipass_<split>.npz``; a recorded file with at least as many draws of the same seed and
+    checkpoint is reused (its first ``draws``)."""
+    run_dir = Path(run_dir)
+    path = run_dir / f"multipass_{split}.npz"
+    loaded = loaded or load_run(run_dir, "best", device)
+    step = int(loaded.meta.get("step") or -1)
+    if path.exists():
+        with np.load(path) as z:
+            if int(z["seed"]) == seed and int(z["step"]) == step and z["distances"].shape[0] >= draws:
+                return MultiPass(z["distances"].astype(np.float32), z["spread"], z["labels"]).first(draws)
+    cfg = loaded.config
+    target = load_split(cfg.data.dataset, split, cfg.data.size, data_root)
+    with bf16_autocast(next(loaded.components.model.parameters()).device):
+        mp = multi_pass(loaded.components, target, draws, cfg.eval.steps, cfg.eval.solver, seed=seed,
+                        batch_size=cfg.eval.batch_size)
+    save_predictions(path, distances=mp.distances.astype(np.float16), spread=mp.spread.astype(np.float32),
+                     labels=mp.labels, seed=np.array(seed), step=np.array(step), draws=np.array(draws))
+    write_json(path.with_suffix(".json"), {"split": split, "draws": draws, "seed": seed, "checkpoint_step": step,
+                                           "md5": target.md5, "synthetic": target.synthetic,
+                                           "provenance": provenance(next(loaded.components.model.parameters()).device)})
+    return mp
 
 
 def generate_from_run(
@@ -106,3 +177,112 @@ def generate_from_run(
         frames = torch.cat([p.trajectory for p in parts], dim=1)  # (T, B, C, h, w)
         traj = torch.stack([comps.to_image(f) for f in frames])
     return Generation(images, labels, traj, parts[0].nfe)
+
+
+GENERATION_FILE = "generation.json"
+GENERATION_SAMPLES = "generation_samples.npz"
+
+
+def generation_metrics(
+    run_dir: str | Path,
+    classifier_dir: str | Path,
+    data_root: str | Path | None = None,
+    device: str | torch.device = "auto",
+    per_class: int = 300,
+    nfe: tuple[int, ...] = (1, 2, 4, 8, 25, 50),
+    solvers: tuple[str, ...] = ("euler", "heun"),
+    classifier_epochs: int = 20,
+    cas_images: int = 0,
+    cas_dir: str | Path | None = None,
+    seed: int = 0,
+    reuse: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Measure a run's generation (see :mod:`msflow.fidelity`) and record it in ``generation.json``.
+
+    * Feature space: the 512-d penultimate layer of a ResNet-18 (:mod:`msflow.baselines`) trained on the real
+      training split, in ``classifier_dir`` (trained there if missing, reused otherwise).
+    * Floor: Fréchet distance and k-NN precision/recall between the real training and test splits.
+    * Sweep: for each solver and number of network evaluations (NFE) that the solver can spend exactly,
+      ``per_class`` images of every class against the real test split: Fréchet distance, precision, recall,
+      class fidelity (the classifier's accuracy on them, overall and per class) and time per image.
+    * Classification Accuracy Score: a ResNet-18 of the same recipe trained only on ``cas_images`` generated
+      images (0: as many as the real training split, with its class frequencies) at the run's generation
+      setting, tested on the real test split, beside the classifier trained on real data.
+
+    The images of the run's generation setting are kept in ``generation_samples.npz`` (uint8). A recorded
+    measurement with the same settings and checkpoint is returned as it is when ``reuse``.
+    """
+    from msflow import baselines, fidelity  # deferred: only this function needs them
+
+    run_dir = Path(run_dir)
+    loaded = load_run(run_dir, "best", device)
+    cfg, info = loaded.config, loaded.components.info
+    settings = {"per_class": per_class, "nfe": list(nfe), "solvers": list(solvers), "classifier_epochs": classifier_epochs,
+                "cas_images": cas_images, "seed": seed, "checkpoint_step": loaded.meta.get("step"),
+                "key": [cfg.eval.gen_solver, cfg.eval.gen_steps * SOLVERS[cfg.eval.gen_solver][1]]}
+    out_path = run_dir / GENERATION_FILE
+    if reuse and out_path.exists() and (run_dir / GENERATION_SAMPLES).exists():
+        found = read_json(out_path)
+        if found.get("settings") == settings:
+            return found
+    dev = next(loaded.components.model.parameters()).device
+    size = cfg.data.size
+    train_split, val, test = (load_split(cfg.data.dataset, s, size, data_root) for s in ("train", "val", "test"))
+    bcfg = baselines.BaselineConfig(dataset=info.flag, epochs=classifier_epochs, seed=0)
+    clf, _ = baselines.load_baseline(baselines.train_baseline(bcfg, classifier_dir, data_root, dev, progress), dev)
+    real_test = baselines.features(clf, test.images)
+    real_train = baselines.features(clf, train_split.images)
+    floor_pr = fidelity.precision_recall(real_train[: len(test)], real_test)
+    floor = {"frechet": fidelity.frechet_distance(real_train, real_test), "precision": floor_pr.precision,
+             "recall": floor_pr.recall}
+    labels = torch.arange(info.num_classes).repeat_interleave(per_class)
+    rows, key_images = [], None
+    todo = [(s, b) for s in solvers for b in nfe if b % SOLVERS[s][1] == 0]
+    for solver, budget in tqdm(todo, desc=f"generation sweep {info.flag}", disable=not progress):
+        _sync(dev)
+        t0 = time.perf_counter()
+        gen = generate_from_run(loaded, labels, budget // SOLVERS[solver][1], solver, seed=seed)
+        _sync(dev)
+        seconds = time.perf_counter() - t0
+        feats = baselines.features(clf, gen.images)
+        pr = fidelity.precision_recall(real_test, feats)
+        hit = baselines.predict_images(clf, gen.images) == labels.numpy()
+        rows.append({"solver": solver, "nfe": budget, "frechet": fidelity.frechet_distance(real_test, feats),
+                     "precision": pr.precision, "recall": pr.recall, "class_fidelity": float(hit.mean()),
+                     "class_fidelity_per_class": [float(hit[labels.numpy() == k].mean()) for k in range(info.num_classes)],
+                     "seconds_per_image": seconds / len(labels), "images_per_second": len(labels) / seconds})
+        if [solver, budget] == settings["key"]:
+            key_images = gen.images
+    if key_images is None:  # the generation setting was not in the sweep
+        key_images = generate_from_run(loaded, labels, cfg.eval.gen_steps, cfg.eval.gen_solver, seed=seed).images
+    # Classification Accuracy Score: train on generated images only, with the real training split's class frequencies
+    n_cas = cas_images or len(train_split)
+    cas_labels = train_split.labels[torch.randperm(len(train_split), generator=torch.Generator().manual_seed(seed))][:n_cas]
+    if n_cas > len(train_split):
+        cas_labels = train_split.labels[torch.randint(len(train_split), (n_cas,), generator=torch.Generator().manual_seed(seed))]
+    fake = generate_from_run(loaded, cas_labels, cfg.eval.gen_steps, cfg.eval.gen_solver, seed=seed + 1).images.cpu()
+    cas_out = Path(cas_dir) if cas_dir else Path(classifier_dir).parent / f"{run_dir.name}-cas"
+    cas_model, _ = baselines.load_baseline(baselines.train_on(bcfg, fake, cas_labels, val, cas_out, dev, progress,
+                                                              {"generated_by": run_dir.name, "n": n_cas}), dev)
+    y_test = test.labels.numpy()
+    cas = {"generated": float((baselines.predict_images(cas_model, test.images) == y_test).mean()),
+           "real": float((baselines.predict_images(clf, test.images) == y_test).mean()),
+           "n_generated": n_cas, "n_real": len(train_split)}
+    record = {"run": run_dir.name, "dataset": {"flag": info.flag, "md5_test": test.md5, "synthetic": test.synthetic},
+              "settings": settings, "classifier": {"network": "ResNet-18 (msflow.baselines)", "layer": "penultimate, 512-d",
+                                                   "dir": Path(classifier_dir).name},
+              "floor": floor, "sweep": rows, "cas": cas, "provenance": provenance(dev)}
+    save_predictions(run_dir / GENERATION_SAMPLES, images=_uint8(key_images), labels=labels.numpy())
+    write_json(out_path, record)
+    return record
+
+
+def _uint8(images: torch.Tensor) -> np.ndarray:
+    """``(B, C, H, W)`` in [-1, 1] to ``(B, C, H, W)`` uint8."""
+    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -35,6 +35,27 @@ def run_path(runs_dir: str | os.PathLike, dataset: str, profile: str) -> Path:
     return Path(runs_dir) / f"{get_info(dataset).flag}-{profile}"
 
 
+def recorded_config(run: str | os.PathLike, cfg):
+    """The configuration a run folder records, when it is a run of ``cfg``'s dataset, profile and seed; else ``cfg``.
+
+    A run whose length was fitted to a time box (the GPU session sets ``train.max_steps``) is thereby
+    reused as it is, and the differences from the profile's defaults are printed.
+    """
+    from msflow.config import RunConfig, config_diff
+
+    path = Path(run) / "config.json"
+    if not path.exists():
+        return cfg
+    found = RunConfig.from_dict(read_json(path))
+    if (found.data.dataset, found.profile, found.seed) != (cfg.data.dataset, cfg.profile, cfg.seed):
+        return cfg
+    diff = config_diff(cfg, found)
+    if diff:
+        print(f"{Path(run).name} records these settings besides its profile's: "
+              + ", ".join(f"{k} = {b} (profile: {a})" for k, (a, b) in diff.items()))
+    return found
+
+
 def smoke_run(dataset: str) -> Path:
     """A trained smoke run of ``dataset`` (trained once, in seconds, on synthetic data)."""
     from msflow.config import make_config

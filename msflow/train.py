@@ -163,9 +163,10 @@ def train(
         resumed = state["resumed"] + [{"step": step, **started}]
         started = state["started"]
     write_json(run_dir / "config.json", cfg.to_dict())
-    if step >= total and (run_dir / "train.json").exists():
+    if (run_dir / "train.json").exists() and (run_dir / "best.pt").exists():
         done = read_json(run_dir / "train.json")
-        return TrainResult(run_dir, done["steps"], done["images_seen"], done["train_seconds"], done["total_seconds"], done["best"], done["history"])
+        if done["steps"] >= total:  # a finished run (its resumable state need not travel with it)
+            return TrainResult(run_dir, done["steps"], done["images_seen"], done["train_seconds"], done["total_seconds"], done["best"], done["history"])
 
     res, s_min = cfg.data.resolution, cfg.flow.sigma_min
     labels = train_split.labels.to(device)
@@ -192,6 +193,8 @@ def train(
 
     def validate(loss: float) -> None:
         nonlocal best
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the training loss became {loss} before step {step}; lower train.lr or set train.grad_clip")
         p = predict(ema_comps, val_split, seed=cfg.seed, batch_size=cfg.eval.batch_size, limit=tc.val_samples)
         record = {
             "step": step,
@@ -206,7 +209,9 @@ def train(
             best = record
             save_weights(run_dir / "best.pt", ema, cfg, {"step": step, "val": record, "provenance": provenance(device)})
 
-    t_start = time.perf_counter()
+    t_start = t_cuda = time.perf_counter()
+    if isinstance(running, torch.Tensor):
+        running = float(running)
     bar = tqdm(total=total, initial=step, desc=f"train {cfg.data.dataset}", disable=not progress, unit="step")
     try:
         with _interrupt_as_keyboard():
@@ -233,18 +238,26 @@ def train(
                 opt.step()
                 ema_update(ema, model, ema_decay_at(step, tc.ema_decay, tc.ema_warmup))
                 step += 1
-                loss = float(out.loss.detach())
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss} at step {step}; lower train.lr or set train.grad_clip")
-                running = loss if running is None else 0.98 * running + 0.02 * loss
-                elapsed["train"] += time.perf_counter() - t0
+                # the running loss stays on the device: reading it every step would stall the GPU queue
+                loss_t = out.loss.detach().float()
+                running = loss_t if running is None else 0.98 * torch.as_tensor(running, device=device) + 0.02 * loss_t
+                if device.type != "cuda":
+                    elapsed["train"] += time.perf_counter() - t0
+                if step % eval_every == 0 or step == total or step % tc.checkpoint_every == 0:
+                    running = float(running)  # one host sync
+                    if device.type == "cuda":
+                        elapsed["train"] += time.perf_counter() - t_cuda
                 if step % eval_every == 0 or step == total:
                     validate(running)
                     bar.set_postfix(loss=f"{running:.4f}", val_acc=f"{history[-1]['val_acc']:.3f}")
                 if step % tc.checkpoint_every == 0 or step == total:
+                    if not math.isfinite(running):
+                        raise FloatingPointError(f"the training loss became {running} before step {step}; lower train.lr or set train.grad_clip")
                     elapsed["total"] += time.perf_counter() - t_start
                     t_start = time.perf_counter()
                     save_state()
+                if isinstance(running, float):
+                    t_cuda = time.perf_counter()  # on CUDA, training time is measured between host syncs
                 bar.update(1)
                 if on_step is not None:
                     on_step(step)
@@ -300,3 +313,39 @@ def _interrupt_as_keyboard() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def steps_for_budget(
+    cfg: RunConfig,
+    seconds: float,
+    data_root: str | Path | None = None,
+    device: str | torch.device = "auto",
+    probe_steps: int = 40,
+    round_to: int = 100,
+) -> tuple[int, float]:
+    """How many training steps of ``cfg`` fit in ``seconds`` on ``device``, measured.
+
+    A short probe run (in a scratch folder) times ``probe_steps`` real steps after ten warm-up steps; the
+    length is rounded down to a multiple of ``round_to``. Used to fit a run's cosine schedule to a time box
+    (the GPU session) instead of cutting a run short, which would leave its learning rate high.
+
+    Returns:
+        ``(steps, seconds_per_step)``.
+    """
+    import tempfile
+
+    device = resolve_device(device)
+    stamps: list[float] = []
+
+    def on_step(_: int) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        stamps.append(time.perf_counter())
+
+    probe = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=probe_steps + 10, eval_every=0,
+                                                               checkpoint_every=10**9))
+    with tempfile.TemporaryDirectory(prefix="msflow-probe-") as scratch:
+        train(probe, scratch, data_root, device, progress=False, on_step=on_step)
+    per_step = (stamps[-1] - stamps[9]) / (len(stamps) - 10)
+    steps = max(round_to, int(seconds / per_step) // round_to * round_to)
+    return steps, per_step

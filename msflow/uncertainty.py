@@ -27,7 +27,8 @@ class MultiPass:
 
     Attributes:
         distances: ``(draws, N, K)`` distance of each pass's map to each class colour.
-        spread: ``(N,)`` mean over pixels and channels of the std, across passes, of the predicted map.
+        spread: ``(draws, N)``: row ``k`` is the spread of the first ``k + 1`` passes, the mean over pixels and
+            channels of the std (across those passes) of the predicted map; row 0 is zero.
         labels: ``(N,)`` true classes.
     """
 
@@ -39,6 +40,12 @@ class MultiPass:
     def draws(self) -> int:
         return self.distances.shape[0]
 
+    def first(self, n: int) -> "MultiPass":
+        """The readout made of the first ``n`` passes."""
+        if not 1 <= n <= self.draws:
+            raise ValueError(f"asked for the first {n} passes of a readout of {self.draws}")
+        return MultiPass(self.distances[:n], self.spread[:n], self.labels)
+
 
 @torch.no_grad()
 def multi_pass(comps: Components, split: Split, draws: int, steps: int = 1, solver: str = "euler", seed: int = 0,
@@ -49,15 +56,22 @@ def multi_pass(comps: Components, split: Split, draws: int, steps: int = 1, solv
     dist, spread = [], []
     for i in range(0, len(split), batch_size):
         x = comps.prepare(split.images[i : i + batch_size].to(device))
-        maps, d = [], []
-        for _ in range(draws):
+        mean = m2 = None  # Welford's running mean and sum of squared deviations of the maps
+        d, s = [], []
+        for k in range(draws):
             c = classify(comps.model, comps.code, x, steps, solver, gen)
-            maps.append(c.y_hat)
+            y = c.y_hat.float()
+            if mean is None:
+                mean, m2 = y.clone(), torch.zeros_like(y)
+            else:
+                delta = y - mean
+                mean += delta / (k + 1)
+                m2 += delta * (y - mean)
+            s.append((m2 / (k + 1)).sqrt().mean(dim=(1, 2, 3)).cpu())  # std of the first k + 1 maps
             d.append(c.distances.float().cpu())
-        stack = torch.stack(maps)
-        spread.append((stack.std(0, unbiased=False) if draws > 1 else torch.zeros_like(stack[0])).mean(dim=(1, 2, 3)).cpu())
+        spread.append(torch.stack(s))
         dist.append(torch.stack(d))
-    return MultiPass(torch.cat(dist, dim=1).numpy(), torch.cat(spread).numpy(), split.labels.numpy())
+    return MultiPass(torch.cat(dist, dim=1).numpy(), torch.cat(spread, dim=1).numpy(), split.labels.numpy())
 
 
 def predictions(mp: MultiPass) -> np.ndarray:
@@ -78,7 +92,7 @@ def scores(mp: MultiPass) -> dict[str, np.ndarray]:
         "margin": first[:, 0] - first[:, 1],  # minus the gap between the two nearest colours
         "mean_distance": mean.min(1),
         "vote_disagreement": 1.0 - votes.max(1) / mp.draws,
-        "map_spread": mp.spread,
+        "map_spread": mp.spread[-1],
     }
 
 

@@ -12,8 +12,12 @@ from msflow.paper import ARC, ARC_FRACTIONS
 
 
 def _mp(distances, spread=None):
+    """A readout from distances; ``spread`` is the spread of all the passes (earlier rows are zero)."""
     d = np.asarray(distances, dtype=float)
-    return uncertainty.MultiPass(d, np.zeros(d.shape[1]) if spread is None else np.asarray(spread), np.zeros(d.shape[1], int))
+    rows = np.zeros(d.shape[:2])
+    if spread is not None:
+        rows[-1] = spread
+    return uncertainty.MultiPass(d, rows, np.zeros(d.shape[1], int))
 
 
 def test_scores_by_hand():
@@ -58,6 +62,39 @@ def test_multi_pass_of_a_deterministic_readout(tmp_path):
     assert uncertainty.predictions(mp).tolist() == labels.tolist()
     s = uncertainty.scores(mp)
     assert np.allclose(s["distance"], 0, atol=1e-6) and np.allclose(s["vote_disagreement"], 0)
+
+
+class _Sequence(_Readout):
+    """A readout whose k-th call reads the map ``targets[k]``, so the spread across calls is known."""
+
+    def __init__(self, base, targets):
+        super().__init__(base, targets[0])
+        self.targets, self.calls = targets, 0
+
+    def forward(self, z, t):
+        self.target = self.targets[self.calls]
+        self.calls += 1
+        return super().forward(z, t)
+
+
+def test_multi_pass_spread_of_the_first_k_passes(tmp_path):
+    write_synthetic(tmp_path, "bloodmnist", 28, {"train": 8, "val": 8, "test": 3})
+    split = load_split("bloodmnist", "test", 28, tmp_path)
+    comps = build(make_config("bloodmnist", "smoke"))
+    # pass k reads a constant map of value levels[k] for every image, so the spread of the first k + 1 passes
+    # is the population std of levels[: k + 1]
+    levels = [0.0, 0.5, -0.25, 1.0]
+    targets = torch.stack([torch.full((3, 3, 16, 16), v) for v in levels])
+    comps = dataclasses.replace(comps, model=_Sequence(comps.model, targets))
+    mp = uncertainty.multi_pass(comps, split, draws=4, batch_size=16)
+    expected = [np.std(levels[: k + 1]) for k in range(4)]
+    assert mp.spread.shape == (4, 3)
+    assert np.allclose(mp.spread, np.array(expected)[:, None], atol=1e-5)
+    two = mp.first(2)
+    assert two.draws == 2 and np.allclose(uncertainty.scores(two)["map_spread"], 0.25, atol=1e-5)
+    assert np.allclose(uncertainty.scores(mp)["map_spread"], expected[-1], atol=1e-5)
+    with pytest.raises(ValueError, match="first 5 passes"):
+        mp.first(5)
 
 
 def test_selective_accuracy_and_curve_area():

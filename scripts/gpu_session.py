@@ -1,0 +1,235 @@
+"""One prepared GPU session: the study's heavy computations in one time box, results packed to bring back.
+
+    python scripts/gpu_session.py [--budget 510] [--train-seconds 250] [--out DIR] [--smoke]
+
+For each dataset, in parallel processes on the one GPU (a worker each):
+
+1. the ``gpu`` profile, its length (``train.max_steps``) fitted by a measured probe to ``--train-seconds``
+   so that the cosine schedule ends inside the time box, trained and evaluated on the test split
+   (``results/<flag>-gpu``);
+2. the uncertainty readouts: 16 stochastic passes over the test and validation splits (``multipass_*.npz``)
+   and the ResNet-18 baselines, ``--ensemble`` seeds, with their logits and MC-dropout logits
+   (``results/baselines/``);
+3. the generation measurements (``generation.json``; sweep, class fidelity, CAS).
+
+A further worker trains the ``gpu-reference`` profile (the same network with the reference's optimisation)
+on PneumoniaMNIST for the same wall time, so that the book compares the two at equal compute.
+
+Every stage writes its results files as it finishes; a stage that fails is logged and the next one runs; a
+stage that would start after the time box is skipped. Everything is then packed into ``--out`` as a
+gzipped tar split into parts of at most 15 MB (the device tool brings back 8 files of 16 MB): the results
+files, fp16 copies of the selected weights of the committed runs (``best.pt``), and the logs. Locally,
+``scripts/study.py --profile gpu --extra uncertainty fidelity`` then renders the notebooks from these files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ("pneumoniamnist", "bloodmnist", "retinamnist")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def stage(name: str, deadline: float, need: float, fn) -> bool:
+    """Run ``fn`` unless fewer than ``need`` seconds are left; log its time or its traceback."""
+    left = deadline - time.time()
+    if left < need:
+        log(f"{name}: skipped ({left:.0f} s left, needs about {need:.0f})")
+        return False
+    t0 = time.time()
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - a failed stage must not cost the others
+        log(f"{name}: FAILED after {time.time() - t0:.0f} s\n{traceback.format_exc()}")
+        return False
+    log(f"{name}: done in {time.time() - t0:.0f} s")
+    return True
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Train, evaluate and measure one dataset (see the module docstring)."""
+    import torch
+
+    from msflow import baselines
+    from msflow.config import apply_overrides, make_config
+    from msflow.data import load_split
+    from msflow.runs import evaluate_run, generation_metrics, multi_pass_run
+    from msflow.study import run_path
+    from msflow.train import resolve_device, steps_for_budget, train
+
+    torch.backends.cudnn.benchmark = True
+    deadline = args.deadline
+    dev = resolve_device(args.device)
+    root = args.data_root or None
+    runs = Path(args.runs_dir) if args.runs_dir else ROOT / "results"
+    profile = "smoke" if args.smoke else args.profile
+    cfg = make_config(args.dataset, profile)
+    run = run_path(runs, cfg.data.dataset, args.profile)
+    fitted: dict = {}
+
+    def fit_and_train() -> None:
+        nonlocal cfg
+        steps, per_step = steps_for_budget(cfg, args.train_seconds, root, dev, probe_steps=10 if args.smoke else 40,
+                                           round_to=10 if args.smoke else 100)
+        fitted.update(seconds=args.train_seconds, seconds_per_step=per_step, steps=steps)
+        log(f"{args.dataset}/{args.profile}: {per_step * 1000:.1f} ms per step -> {steps} steps in {args.train_seconds:.0f} s")
+        cfg = apply_overrides(cfg, {"profile": args.profile, "train.max_steps": steps,
+                                    "train.eval_every": max(1, steps // 12), "train.checkpoint_every": max(1, steps // 4)})
+        result = train(cfg, run, root, dev, progress=False)
+        log(f"{args.dataset}/{args.profile}: {result.steps} steps, {result.images_seen} images, {result.train_seconds:.0f} s; "
+            f"best val acc {result.best['val_acc']:.4f} at step {result.best['step']}")
+        (run / "time_box.json").write_text(json.dumps(fitted, indent=1))
+
+    if not stage(f"{args.dataset}: train {args.profile}", deadline, 60, fit_and_train):
+        return 1
+
+    def evaluate() -> None:
+        _, record = evaluate_run(run, "test", "best", root, dev, progress=False)
+        m = record["metrics"]["mean"]
+        log(f"{args.dataset}/{args.profile} test: acc {m['acc']:.4f} auc(paper) {m['auc_paper']:.4f} auc(medmnist) {m['auc_medmnist']:.4f}")
+
+    stage(f"{args.dataset}: evaluate", deadline, 10, evaluate)
+    if not args.extras:
+        return 0
+
+    def readouts() -> None:
+        for split, seed in (("test", 1), ("val", 2)):
+            multi_pass_run(run, split, args.draws, seed, root, dev)
+
+    stage(f"{args.dataset}: multi-pass readouts", deadline, 15, readouts)
+    base = runs / "baselines"
+    test, val = (load_split(cfg.data.dataset, s, cfg.data.size, root) for s in ("test", "val"))
+    epochs = 1 if args.smoke else args.baseline_epochs
+
+    def member(seed: int):
+        def go() -> None:
+            out = baselines.train_baseline(baselines.BaselineConfig(dataset=cfg.data.dataset, epochs=epochs, seed=seed),
+                                           base / f"{cfg.data.dataset}-resnet18-seed{seed}", root, dev, progress=False)
+            for split in (test, val):
+                baselines.cached_logits(out, split, device=dev)
+            if seed == 0:
+                baselines.cached_logits(out, test, mc_samples=args.mc_samples, device=dev)
+        return go
+
+    for seed in range(args.ensemble):
+        stage(f"{args.dataset}: ResNet-18 seed {seed}", deadline, 20, member(seed))
+
+    def generation() -> None:
+        rec = generation_metrics(run, base / f"{cfg.data.dataset}-resnet18-seed0", root, dev,
+                                 per_class=8 if args.smoke else args.per_class, classifier_epochs=epochs,
+                                 cas_images=64 if args.smoke else 0, progress=False)
+        key = [r for r in rec["sweep"] if [r["solver"], r["nfe"]] == rec["settings"]["key"]]
+        log(f"{args.dataset}: generation floor {rec['floor']['frechet']:.3f}; at the key setting {key}; CAS {rec['cas']}")
+
+    stage(f"{args.dataset}: generation metrics", deadline, 40, generation)
+    return 0
+
+
+def pack(out: Path, runs: Path, logs: list[Path], since: float, part_mb: int = 15) -> None:
+    """fp16 copies of the selected weights, then the results files written since ``since`` and the logs, as a
+    split .tar.gz in ``out``."""
+    from msflow.results import load_weights, save_weights
+
+    for best in runs.glob("*/best.pt"):
+        if best.stat().st_mtime < since:
+            continue
+        try:
+            loaded = load_weights(best)
+            save_weights(best, loaded.components.model, loaded.config, loaded.meta, half=True)
+        except Exception:  # noqa: BLE001
+            log(f"fp16 copy of {best} failed:\n{traceback.format_exc()}")
+    keep = [p for p in runs.rglob("*") if p.is_file() and p.name not in ("train_state.pt", "final.pt", "baseline.pt")
+            and not p.name.startswith(".") and p.stat().st_mtime >= since]
+    blob = out / "results.tar.gz"
+    with tarfile.open(blob, "w:gz", compresslevel=6) as tar:
+        for p in keep:
+            tar.add(p, arcname=str(p.relative_to(runs.parent)))
+        for p in logs:
+            tar.add(p, arcname=f"logs/{p.name}")
+    data = blob.read_bytes()
+    blob.unlink()
+    size = part_mb * 1024 * 1024
+    for i in range(0, len(data), size):
+        (out / f"results.tar.gz.part{i // size}").write_bytes(data[i : i + size])
+    log(f"packed {len(keep)} files, {len(data) / 1e6:.1f} MB, into {out}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("role", nargs="?", default="session", choices=("session", "worker"))
+    p.add_argument("dataset", nargs="?", default="")
+    p.add_argument("--datasets", nargs="*", default=list(DATASETS))
+    p.add_argument("--profile", default="gpu")
+    p.add_argument("--reference", default="pneumoniamnist", help="dataset of the gpu-reference run ('' for none)")
+    p.add_argument("--budget", type=float, default=510, help="seconds for the whole session, packing included")
+    p.add_argument("--train-seconds", type=float, default=250, help="training time box of each run")
+    p.add_argument("--deadline", type=float, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--extras", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--draws", type=int, default=16)
+    p.add_argument("--ensemble", type=int, default=5)
+    p.add_argument("--baseline-epochs", type=int, default=20)
+    p.add_argument("--mc-samples", type=int, default=16)
+    p.add_argument("--per-class", type=int, default=300)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-root", default=os.environ.get("MSFLOW_DATA", ""))
+    p.add_argument("--out", default=os.environ.get("OUT", "/tmp/msflow-gpu-out"))
+    p.add_argument("--runs-dir", default="", help="runs folder of a smoke session (default: a folder under --out)")
+    p.add_argument("--smoke", action="store_true", help="smoke profile on whatever device (a dry run of this script)")
+    args = p.parse_args()
+    if args.role == "worker":
+        return worker(args)
+
+    t_start = time.time()
+    deadline = t_start + args.budget - 25  # leave time to pack
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = Path(args.runs_dir) if args.runs_dir else (out.parent / "msflow-smoke-runs" if args.smoke else ROOT / "results")
+    runs.mkdir(parents=True, exist_ok=True)
+    logs_dir = out.parent / "msflow-gpu-logs"
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(ds, args.profile, 1) for ds in args.datasets]
+    if args.reference:
+        jobs.append((args.reference, "gpu-reference", 0))
+    procs = []
+    for ds, profile, extras in jobs:
+        logf = logs_dir / f"{ds}-{profile}.log"
+        cmd = [sys.executable, __file__, "worker", ds, "--profile", profile, "--deadline", str(deadline),
+               "--extras", str(extras), "--train-seconds", str(args.train_seconds), "--draws", str(args.draws),
+               "--ensemble", str(args.ensemble), "--baseline-epochs", str(args.baseline_epochs),
+               "--mc-samples", str(args.mc_samples), "--per-class", str(args.per_class), "--device", args.device,
+               "--data-root", args.data_root, "--runs-dir", str(runs)] + (["--smoke"] if args.smoke else [])
+        procs.append((logf, subprocess.Popen(cmd, stdout=logf.open("w"), stderr=subprocess.STDOUT, cwd=ROOT,
+                                             env={**os.environ, "PYTHONUNBUFFERED": "1"})))
+        log(f"started {ds}/{profile} (log {logf.name})")
+    for logf, proc in procs:
+        try:
+            proc.wait(timeout=max(1.0, deadline + 10 - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # training saves its state on SIGTERM
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log(f"{logf.name}: stopped at the time box")
+        log(f"{logf.name}: exit {proc.returncode}")
+    for logf, _ in procs:
+        print(f"----- {logf.name}\n" + "\n".join(logf.read_text().splitlines()[-40:]), flush=True)
+    pack(out, runs, [lf for lf, _ in procs], t_start)
+    log(f"session: {time.time() - t_start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
