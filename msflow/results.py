@@ -38,16 +38,21 @@ class ConfigMismatchError(ValueError):
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str:
-    """The current git commit of the msflow checkout (``-dirty`` if uncommitted changes), or ``unknown``."""
+    """The current git commit of the msflow checkout (``-dirty`` if uncommitted changes), or ``unknown``.
+
+    A copy of the tree without its git folder (a GPU machine the tree was sent to, say) reports the commit
+    named by ``$MSFLOW_GIT_COMMIT``, suffixed ``(declared)``.
+    """
     cwd = Path(path) if path else Path(__file__).resolve().parent
+    declared = os.environ.get("MSFLOW_GIT_COMMIT")
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         if rev.returncode != 0:
-            return "unknown"
+            return f"{declared} (declared)" if declared else "unknown"
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10)
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return f"{declared} (declared)" if declared else "unknown"
 
 
 def device_name(device: torch.device | str) -> str:
