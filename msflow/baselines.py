@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from msflow import metrics
 from msflow.data import Split, load_split, random_flips, to_model_input, uses_flips, get_info
-from msflow.results import provenance, read_json, save_predictions, torch_save, write_json
+from msflow.results import ConfigMismatchError, provenance, read_json, save_predictions, torch_save, write_json
 
 
 class _Block(nn.Module):
@@ -99,8 +99,14 @@ def train_baseline(cfg: BaselineConfig, out_dir: str | Path, data_root: str | No
     """Train one ResNet-18 on the real training split; keep the weights of the epoch with the best
     validation accuracy. Writes ``<out_dir>/baseline.pt`` and ``baseline.json``; a finished run is reused."""
     out = Path(out_dir)
-    if (out / "baseline.json").exists() and (out / "baseline.pt").exists():
-        return out
+    if (out / "baseline.json").exists():
+        found = read_json(out / "baseline.json")["config"]
+        if found != asdict(cfg):
+            diff = {k: (found.get(k), v) for k, v in asdict(cfg).items() if found.get(k) != v}
+            raise ConfigMismatchError(f"{out} holds a baseline trained with other settings (recorded, asked): {diff}; "
+                                      "ask for the recorded settings, or use another folder")
+        if (out / "baseline.pt").exists() or any(out.glob("logits_*.npz")):
+            return out  # trained; a folder brought back without its weights still serves its recorded logits
     train = load_split(cfg.dataset, "train", cfg.size, data_root)
     val = load_split(cfg.dataset, "val", cfg.size, data_root)
     return train_on(cfg, train.images, train.labels, val, out, device, progress, {"md5": train.md5, "synthetic": train.synthetic})
@@ -212,6 +218,9 @@ def cached_logits(out_dir: str | Path, split: Split, mc_samples: int = 0, device
         with np.load(path) as z:
             if str(z["md5"]) == split.md5 and int(z["epoch"]) == epoch and int(z["seed"]) == seed:
                 return z["logits"].astype(np.float32)
+    if not (out / "baseline.pt").exists():
+        raise FileNotFoundError(f"{out} holds no weights (results brought back from a GPU session keep the logits of the "
+                                f"splits they were computed on) and no logits for {path.name}; delete the folder to retrain it")
     model, cfg = load_baseline(out, device)
     values = logits(model, split, cfg.resolution, mc_samples=mc_samples, seed=seed)
     save_predictions(path, logits=values.astype(np.float32), md5=np.array(split.md5), epoch=np.array(epoch), seed=np.array(seed))

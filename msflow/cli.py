@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--run", required=True, help="run folder")
     e.add_argument("--split", default="test", choices=("train", "val", "test"))
     e.add_argument("--checkpoint", default="best", choices=("best", "final"), help="best (chosen on validation) or final")
+    e.add_argument("--reuse", action="store_true", help="print the recorded evaluation of the same checkpoint and settings, if any, instead of recomputing")
     e.add_argument("--repeats", type=int, default=None, help="stochastic evaluations (default: the run's, 5 in the paper)")
     e.add_argument("--steps", type=int, default=None, help="ODE steps for classification (default: the run's)")
     e.add_argument("--solver", default=None, help="euler, heun, midpoint, rk4 (default: the run's)")
@@ -102,7 +103,8 @@ def _evaluate(args) -> int:
     from msflow.runs import evaluate_run
 
     over = {k: v for k, v in {"repeats": args.repeats, "steps": args.steps, "solver": args.solver}.items() if v is not None}
-    _, record = evaluate_run(args.run, args.split, args.checkpoint, args.data_root, args.device, args.download, over)
+    _, record = evaluate_run(args.run, args.split, args.checkpoint, args.data_root, args.device, args.download, over,
+                             reuse=args.reuse)
     _print_metrics(record)
     return 0
 

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from msflow import metrics
-from msflow.config import EvalConfig
+from msflow.config import EvalConfig, RunConfig
 from msflow.data import load_split
 from msflow.evaluate import EvalResult, Predictions, bf16_autocast, evaluate
 from msflow.results import LoadedModel, load_weights, provenance, read_json, save_predictions, write_json
@@ -62,7 +62,7 @@ def evaluate_run(
             result, record = found
             same = {k: v for k, v in record["eval"].items() if k != "batch_size"} == {
                 k: v for k, v in dataclasses.asdict(ecfg).items() if k != "batch_size"}
-            if same and record["checkpoint"]["step"] == loaded.meta.get("step") and record["config"] == cfg.to_dict():
+            if same and record["checkpoint"]["step"] == loaded.meta.get("step") and RunConfig.from_dict(record["config"]) == cfg:
                 return result, record
     target = load_split(cfg.data.dataset, split, cfg.data.size, data_root, download)
     val = load_split(cfg.data.dataset, "val", cfg.data.size, data_root, download)
@@ -269,6 +269,12 @@ def generation_metrics(
     cas = {"generated": float((baselines.predict_images(cas_model, test.images) == y_test).mean()),
            "real": float((baselines.predict_images(clf, test.images) == y_test).mean()),
            "n_generated": n_cas, "n_real": len(train_split)}
+    if n_cas < len(train_split):  # the same classifier on as many real images, so that CAS is read on equal terms
+        pick = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(seed))[:n_cas]
+        same_n = cas_out.parent / f"{run_dir.name}-real{n_cas}"
+        real_model, _ = baselines.load_baseline(baselines.train_on(bcfg, train_split.images[pick], train_split.labels[pick], val, same_n,
+                                                                   dev, progress, {"subset_of": train_split.md5, "n": n_cas}), dev)
+        cas["real_same_n"] = float((baselines.predict_images(real_model, test.images) == y_test).mean())
     record = {"run": run_dir.name, "dataset": {"flag": info.flag, "md5_test": test.md5, "synthetic": test.synthetic},
               "settings": settings, "classifier": {"network": "ResNet-18 (msflow.baselines)", "layer": "penultimate, 512-d",
                                                    "dir": Path(classifier_dir).name},

@@ -137,7 +137,7 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def pack(out: Path, runs: Path, logs: list[Path], since: float, part_mb: int = 15) -> None:
+def pack(out: Path, runs: Path, logs: list[Path], since: float, part_mb: float = 15) -> None:
     """fp16 copies of the selected weights, then the results files written since ``since`` and the logs, as a
     split .tar.gz in ``out``."""
     from msflow.results import load_weights, save_weights
@@ -160,7 +160,7 @@ def pack(out: Path, runs: Path, logs: list[Path], since: float, part_mb: int = 1
             tar.add(p, arcname=f"logs/{p.name}")
     data = blob.read_bytes()
     blob.unlink()
-    size = part_mb * 1024 * 1024
+    size = int(part_mb * 1024 * 1024)
     for i in range(0, len(data), size):
         (out / f"results.tar.gz.part{i // size}").write_bytes(data[i : i + size])
     log(f"packed {len(keep)} files, {len(data) / 1e6:.1f} MB, into {out}")

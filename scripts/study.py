@@ -86,6 +86,26 @@ def write_toc(profile: str) -> None:
     (ROOT / "_toc.yml").write_text(TOC_HEAD.format(runs="\n".join(entries)).replace("        sections:\n\n", "\n"))
 
 
+def notebook_params(items: list[str]) -> dict[str, dict]:
+    """``["uncertainty.ensemble=1", ...]`` to ``{"uncertainty": {"ensemble": 1}}`` (ints, floats, booleans, else strings)."""
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name, dot, param = key.partition(".")
+        if not (sep and dot) or name not in STAGES + EXTRAS:
+            raise SystemExit(f"study: --param {item!r} is not NOTEBOOK.NAME=VALUE with NOTEBOOK one of {STAGES + EXTRAS}")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                pass
+        else:
+            value = {"true": True, "false": False}.get(value.lower(), value)
+        out.setdefault(name, {})[param] = value
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("datasets", nargs="*", default=["pneumoniamnist"], help="datasets to run (default: pneumoniamnist)")
@@ -98,7 +118,10 @@ def main() -> int:
                    help="also compare the runs of these profiles per dataset (time to accuracy), e.g. cpu-reference cpu")
     p.add_argument("--extra", nargs="*", default=[], choices=EXTRAS,
                    help="also run these per dataset: uncertainty (ResNet-18 baselines), fidelity (generation metrics)")
+    p.add_argument("--param", nargs="*", default=[], metavar="NOTEBOOK.NAME=VALUE",
+                   help="a parameter of one notebook, e.g. uncertainty.ensemble=1 fidelity.per_class=100")
     args = p.parse_args()
+    extra = notebook_params(args.param)
 
     log: list[str] = []
     ok = execute("data", EXECUTED / "data.ipynb", {"data_root": args.data_root}, args.force, log)
@@ -113,7 +136,7 @@ def main() -> int:
         if args.force:
             shutil.rmtree(ROOT / "results" / run_path("", flag, args.profile), ignore_errors=True)
         for stage in STAGES + tuple(args.extra):
-            if not execute(stage, folder / f"{stage}.ipynb", common, args.force, log):
+            if not execute(stage, folder / f"{stage}.ipynb", common | extra.get(stage, {}), args.force, log):
                 ok = False
                 break
     for ds in args.compare and args.datasets:

@@ -1,0 +1,192 @@
+"""Results files that let a run computed on one machine be rendered on another without recomputation:
+recorded evaluations, multi-pass readouts, baseline logits, generation measurements, finished runs
+without their resumable state, time-boxed lengths; and the GPU session's packing."""
+
+import importlib.util
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from msflow import baselines, results, runs, study, train as training
+from msflow.config import make_config
+from msflow.data import load_split, write_synthetic
+from msflow.results import ConfigMismatchError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory) -> Path:
+    """Synthetic files small enough for ResNet-18 on a CPU."""
+    root = tmp_path_factory.mktemp("small")
+    write_synthetic(root, "pneumoniamnist", 28, {"train": 48, "val": 24, "test": 24}, seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, small_root) -> Path:
+    path = tmp_path_factory.mktemp("runs") / "pneumoniamnist-smoke"
+    training.train(make_config("pneumoniamnist", "smoke"), path, small_root, "cpu", progress=False)
+    return path
+
+
+def _forbid(monkeypatch, module, name):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{name} was called: the recorded results file should have been read")
+
+    monkeypatch.setattr(module, name, fail)
+
+
+def test_recorded_evaluation_is_read_not_recomputed(run, small_root, monkeypatch):
+    first, record = runs.evaluate_run(run, "test", data_root=small_root, device="cpu", progress=False, reuse=False)
+    _forbid(monkeypatch, runs, "evaluate")
+    again, record2 = runs.evaluate_run(run, "test", data_root=small_root, device="cpu", progress=False)
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # NaN-safe
+    assert same(record2, json.loads((run / "eval_test.json").read_text())) and same(again.mean, first.mean)
+    assert record2["checkpoint"] == record["checkpoint"] and record2["provenance"] == record["provenance"]
+    assert len(again.passes) == len(first.passes) == 2
+    # passes come back from the fp16 predictions file: same predictions, distances to fp16 precision
+    for a, b in zip(again.passes, first.passes):
+        assert np.array_equal(a.labels, b.labels)
+        assert np.allclose(a.distances, b.distances, atol=2e-3)
+    assert np.allclose(again.arc_accuracy.mean(0), record["metrics"]["accuracy_rejection"]["mean"], atol=0.05)
+    monkeypatch.undo()
+    # other settings are a new evaluation, and the recorded one is replaced
+    _, record3 = runs.evaluate_run(run, "test", data_root=small_root, device="cpu", progress=False, eval_overrides={"repeats": 3})
+    assert len(record3["metrics"]["per_pass"]) == 3
+    assert runs.load_evaluation(run, "val") is None
+
+
+def test_multi_pass_readout_is_kept_and_sliced(run, small_root, monkeypatch):
+    mp = runs.multi_pass_run(run, "test", 4, seed=1, data_root=small_root, device="cpu")
+    assert mp.distances.shape == (4, 24, 2) and mp.spread.shape == (4, 24)
+    meta = json.loads((run / "multipass_test.json").read_text())
+    assert meta["draws"] == 4 and meta["synthetic"] is True and meta["provenance"]["git_commit"]
+    _forbid(monkeypatch, runs, "multi_pass")
+    two = runs.multi_pass_run(run, "test", 2, seed=1, data_root=small_root, device="cpu")
+    assert np.allclose(two.distances, mp.distances[:2], atol=2e-3) and np.array_equal(two.spread, mp.spread[:2])
+    monkeypatch.undo()
+    other_seed = runs.multi_pass_run(run, "test", 2, seed=5, data_root=small_root, device="cpu")
+    assert not np.allclose(other_seed.distances, two.distances)
+
+
+def test_baseline_logits_are_kept_and_a_changed_recipe_is_refused(tmp_path, small_root, monkeypatch):
+    cfg = baselines.BaselineConfig(dataset="pneumoniamnist", epochs=1, batch_size=16)
+    out = baselines.train_baseline(cfg, tmp_path / "b", small_root, "cpu", progress=False)
+    test = load_split("pneumoniamnist", "test", 28, small_root)
+    z = baselines.cached_logits(out, test)
+    mc = baselines.cached_logits(out, test, mc_samples=3)
+    assert z.shape == (24, 2) and mc.shape == (3, 24, 2)
+    assert not np.allclose(mc[0], mc[1])  # dropout is active in MC samples
+    (out / "baseline.pt").unlink()  # as brought back from a GPU session: logits, no weights
+    _forbid(monkeypatch, baselines, "load_baseline")
+    assert np.array_equal(baselines.cached_logits(out, test), z)
+    assert baselines.train_baseline(cfg, out, small_root, "cpu") == out  # reused
+    val = load_split("pneumoniamnist", "val", 28, small_root)
+    with pytest.raises(FileNotFoundError, match="holds no weights"):
+        baselines.cached_logits(out, val)
+    with pytest.raises(ConfigMismatchError, match="epochs"):
+        baselines.train_baseline(baselines.BaselineConfig(dataset="pneumoniamnist", epochs=3, batch_size=16), out, small_root)
+
+
+def test_generation_metrics_record(run, small_root, monkeypatch):
+    kw = dict(data_root=small_root, device="cpu", per_class=3, nfe=(1, 2, 4), solvers=("euler", "heun"),
+              classifier_epochs=1, cas_images=10, progress=False)
+    rec = runs.generation_metrics(run, run.parent / "baselines" / "clf", **kw)
+    sweep = {(r["solver"], r["nfe"]) for r in rec["sweep"]}
+    assert sweep == {("euler", 1), ("euler", 2), ("euler", 4), ("heun", 2), ("heun", 4)}  # Heun cannot spend 1 NFE
+    assert rec["settings"]["key"] == ["euler", 4]  # the smoke profile generates with 4 Euler steps
+    for r in rec["sweep"]:
+        assert r["frechet"] >= 0 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
+        assert len(r["class_fidelity_per_class"]) == 2 and r["images_per_second"] > 0
+        assert r["class_fidelity"] == pytest.approx(np.mean(r["class_fidelity_per_class"]))
+    assert rec["cas"]["n_generated"] == 10 and rec["cas"]["n_real"] == 48 and "real_same_n" in rec["cas"]
+    with np.load(run / runs.GENERATION_SAMPLES) as z:
+        assert z["images"].dtype == np.uint8 and z["images"].shape[0] == 6
+    _forbid(monkeypatch, runs, "generate_from_run")
+    assert runs.generation_metrics(run, run.parent / "baselines" / "clf", **kw) == json.loads((run / runs.GENERATION_FILE).read_text())
+
+
+def test_finished_run_is_reused_without_its_state(tmp_path, small_root, monkeypatch):
+    cfg = make_config("pneumoniamnist", "smoke", {"train.max_steps": 4, "train.eval_every": 2})
+    done = training.train(cfg, tmp_path, small_root, "cpu", progress=False)
+    (tmp_path / training.STATE_FILE).unlink()
+    _forbid(monkeypatch, training, "flow_loss")
+    again = training.train(cfg, tmp_path, small_root, "cpu", progress=False)
+    assert again.steps == done.steps == 4 and again.best == json.loads(json.dumps(done.best))
+
+
+def test_recorded_config_of_a_time_boxed_run(tmp_path, small_root, capsys):
+    fitted = make_config("pneumoniamnist", "smoke", {"train.max_steps": 6, "train.eval_every": 3})
+    training.train(fitted, tmp_path / "pneumoniamnist-smoke", small_root, "cpu", progress=False)
+    asked = make_config("pneumoniamnist", "smoke")
+    assert study.recorded_config(tmp_path / "pneumoniamnist-smoke", asked) == fitted
+    assert "train.max_steps = 6 (profile: 30)" in capsys.readouterr().out
+    assert study.recorded_config(tmp_path / "pneumoniamnist-smoke", make_config("pneumoniamnist", "cpu")).profile == "cpu"
+    assert study.recorded_config(tmp_path / "missing", asked) is asked
+
+
+def test_steps_for_budget_measures_and_rounds(small_root):
+    cfg = make_config("pneumoniamnist", "smoke")
+    steps, per_step = training.steps_for_budget(cfg, 1e-6, small_root, "cpu", probe_steps=3, round_to=10)
+    assert steps == 10 and per_step > 0  # at least one unit
+    steps, per_step = training.steps_for_budget(cfg, 1000 * 0.05, small_root, "cpu", probe_steps=3, round_to=10)
+    assert steps % 10 == 0 and steps == int(50 / per_step) // 10 * 10
+
+
+def test_declared_commit_outside_a_checkout(tmp_path, monkeypatch):
+    monkeypatch.setenv("MSFLOW_GIT_COMMIT", "0123abc")
+    assert results.git_commit(tmp_path) == "0123abc (declared)"
+    monkeypatch.delenv("MSFLOW_GIT_COMMIT")
+    assert results.git_commit(tmp_path) == "unknown"
+
+
+def _gpu_session():
+    spec = importlib.util.spec_from_file_location("gpu_session", ROOT / "scripts" / "gpu_session.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_session_packs_new_results_in_parts(tmp_path, run):
+    session = _gpu_session()
+    runs_dir = tmp_path / "results"
+    old = runs_dir / "old-run"
+    old.mkdir(parents=True)
+    (old / "eval_test.json").write_text("{}")
+    os.utime(old / "eval_test.json", (1, 1))  # written before the session: not packed
+    new = runs_dir / "pneumoniamnist-gpu"
+    new.mkdir()
+    for name in ("best.pt", "train.json", "train_state.pt"):
+        (new / name).write_bytes((run / name).read_bytes() if (run / name).exists() else b"x")
+    (new / "noise.bin").write_bytes(os.urandom(300_000))  # incompressible, to force several parts
+    log = tmp_path / "w.log"
+    log.write_text("worker log")
+    out = tmp_path / "out"
+    out.mkdir()
+    session.pack(out, runs_dir, [log], since=100.0, part_mb=0.1)
+    parts = sorted(out.iterdir())
+    assert len(parts) >= 3 and all(p.stat().st_size <= 0.1 * 1024 * 1024 for p in parts)
+    blob = tmp_path / "all.tar.gz"
+    blob.write_bytes(b"".join(p.read_bytes() for p in sorted(parts, key=lambda p: int(p.name.split("part")[1]))))
+    with tarfile.open(blob) as tar:
+        names = set(tar.getnames())
+    assert "results/pneumoniamnist-gpu/best.pt" in names and "logs/w.log" in names
+    assert "results/pneumoniamnist-gpu/train_state.pt" not in names and "results/old-run/eval_test.json" not in names
+    weights = torch.load(new / "best.pt", weights_only=False)["weights"]  # the packed checkpoint is fp16
+    assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+
+
+def test_study_notebook_params():
+    spec = importlib.util.spec_from_file_location("study_script", ROOT / "scripts" / "study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.notebook_params(["uncertainty.ensemble=1", "fidelity.solvers=euler,heun", "fidelity.inception=false"]) == {
+        "uncertainty": {"ensemble": 1}, "fidelity": {"solvers": "euler,heun", "inception": False}}
+    with pytest.raises(SystemExit, match="NOTEBOOK.NAME=VALUE"):
+        module.notebook_params(["ensemble=1"])
