@@ -174,13 +174,18 @@ def logits(model: ResNet18, split: Split, resolution: int = 28, mc_samples: int 
     """Logits ``(N, K)``; with ``mc_samples > 0``, ``(S, N, K)`` with dropout active (MC dropout)."""
     was_training = model.training
     model.eval()
-    if mc_samples:
-        model.dropout.train()
-        torch.manual_seed(seed)
-    out = [_batched(model, model, split.images, resolution, batch_size) for _ in range(max(mc_samples, 1))]
+    if not mc_samples:
+        out = _batched(model, model, split.images, resolution, batch_size).numpy()
+        model.train(was_training)
+        return out
+    # Dropout acts only on the penultimate features, so the features are computed once and each MC sample
+    # draws a fresh dropout mask on them: the same distribution as running the whole network S times.
+    feats = _batched(model, model.features, split.images, resolution, batch_size).to(next(model.parameters()).device)
+    model.dropout.train()
+    torch.manual_seed(seed)
+    out = torch.stack([model.fc(model.dropout(feats)).float().cpu() for _ in range(mc_samples)])
     model.train(was_training)
-    stacked = torch.stack(out).numpy()
-    return stacked if mc_samples else stacked[0]
+    return out.numpy()
 
 
 @torch.no_grad()

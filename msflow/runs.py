@@ -247,7 +247,8 @@ def generation_metrics(
         seconds = time.perf_counter() - t0
         feats = baselines.features(clf, gen.images)
         pr = fidelity.precision_recall(real_test, feats)
-        hit = baselines.predict_images(clf, gen.images) == labels.numpy()
+        with torch.no_grad():  # the classifier's head on the same features: its predicted classes
+            hit = clf.fc(torch.from_numpy(feats).to(dev)).argmax(1).cpu().numpy() == labels.numpy()
         rows.append({"solver": solver, "nfe": budget, "frechet": fidelity.frechet_distance(real_test, feats),
                      "precision": pr.precision, "recall": pr.recall, "class_fidelity": float(hit.mean()),
                      "class_fidelity_per_class": [float(hit[labels.numpy() == k].mean()) for k in range(info.num_classes)],

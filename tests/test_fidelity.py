@@ -49,6 +49,17 @@ def test_baseline_trains_selects_and_predicts(tmp_path):
     assert mc.shape == (3, 16, 8) and not np.allclose(mc[0], mc[1])  # dropout active
     assert baselines.features(model, test.images).shape == (16, 512)
     assert not model.training
+    # MC dropout draws masks on the penultimate features: the whole network with dropout active, sample by sample
+    x = baselines._as_input(test.images, 28)
+    torch.manual_seed(7)
+    model.dropout.train()
+    with torch.no_grad():
+        feats = model.features(x)
+        by_hand = np.stack([model.fc(model.dropout(feats)).numpy() for _ in range(3)])
+    model.eval()
+    assert np.allclose(baselines.logits(model, test, mc_samples=3, seed=7), by_hand, atol=1e-5)
+    many = baselines.logits(model, test, mc_samples=400)  # inverted dropout: the mean sample is the plain logit
+    assert np.allclose(many.mean(0), z, atol=0.25 * np.abs(z).max() + 0.05)
     import json
 
     record = json.loads((out / "baseline.json").read_text())
