@@ -44,10 +44,10 @@ def auc_standard(probs: np.ndarray, labels: np.ndarray, task: str) -> float:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, computed stably."""
+    """Softmax over the last axis (classes), computed stably; ``(..., K)`` to ``(..., K)``."""
     z = np.asarray(logits, dtype=np.float64)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def softmax_distances(distances: np.ndarray, temperature: float) -> np.ndarray:

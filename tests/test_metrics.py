@@ -98,3 +98,13 @@ def test_error_detection_and_confusion():
     assert np.isnan(metrics.error_detection_auroc(np.ones(3, bool), np.zeros(3)))
     m = metrics.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
     assert m.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+
+
+def test_softmax_by_hand_over_the_class_axis():
+    z = np.array([[0.0, np.log(3.0)], [1000.0, 1000.0]])  # 1 : 3, and a large but equal pair (stability)
+    assert metrics.softmax(z) == pytest.approx(np.array([[0.25, 0.75], [0.5, 0.5]]))
+    # MC samples (S, N, K): each sample's rows are normalised over the classes, not across images or samples
+    stacked = np.stack([z, z[::-1]])
+    p = metrics.softmax(stacked)
+    assert p.shape == (2, 2, 2) and np.allclose(p.sum(-1), 1)
+    assert p[1] == pytest.approx(np.array([[0.5, 0.5], [0.25, 0.75]]))
