@@ -157,6 +157,53 @@ def runs_table(ours: dict[str, dict[str, Any]]):
     return pd.DataFrame(rows).set_index("dataset") if rows else pd.DataFrame({"dataset": [], "note": []})
 
 
+def uncertainty_overview(runs_dir: str | os.PathLike, profile: str, datasets: Iterable[str] = STUDY_DATASETS):
+    """The uncertainty targets per dataset, from each run's ``uncertainty.json`` (written by the uncertainty
+    notebook); None if no run has one."""
+    import pandas as pd
+
+    rows = []
+    for ds in datasets:
+        path = run_path(runs_dir, ds, profile) / "uncertainty.json"
+        if not path.exists():
+            continue
+        rec = read_json(path)
+        checks = {c["check"]: c for c in rec["checks"]}
+        for name, c in checks.items():
+            rows.append({"dataset": get_info(ds).title, "target": name, "MedSymmFlow score": c["MedSymmFlow"],
+                         "ours": round(c["ours"], 4), "reference": "not measured" if c["reference"] is None or c["reference"] != c["reference"] else round(c["reference"], 4),
+                         "met": c["met"],
+                         "baselines": f"{rec['settings']['ensemble']} ResNet-18, {rec['settings']['baseline_epochs']} epochs"})
+    return pd.DataFrame(rows).set_index(["dataset", "target"]) if rows else None
+
+
+def generation_overview(runs_dir: str | os.PathLike, profile: str, datasets: Iterable[str] = STUDY_DATASETS):
+    """Generation at each run's own setting (the paper's 25 Euler steps unless the profile says otherwise), from
+    ``generation.json``; None if no run has one."""
+    import pandas as pd
+
+    rows = []
+    for ds in datasets:
+        path = run_path(runs_dir, ds, profile) / "generation.json"
+        if not path.exists():
+            continue
+        rec = read_json(path)
+        solver, nfe = rec["settings"]["key"]
+        key = next(r for r in rec["sweep"] if (r["solver"], r["nfe"]) == (solver, nfe))
+        cas = rec["cas"]
+        rows.append({
+            "dataset": get_info(ds).title, "setting": f"{solver}, {nfe} NFE",
+            "Fréchet distance": round(key["frechet"], 2), "floor (real train vs test)": round(rec["floor"]["frechet"], 2),
+            "precision": round(key["precision"], 3), "recall": round(key["recall"], 3),
+            "class fidelity": round(key["class_fidelity"], 3),
+            "CAS (generated)": round(cas["generated"], 3),
+            "same classifier, as many real": round(cas.get("real_same_n", cas["real"]), 3),
+            "images/s": f"{key['images_per_second']:.0f} ({rec['provenance']['device']})",
+            "samples per class": rec["settings"]["per_class"],
+        })
+    return pd.DataFrame(rows).set_index("dataset") if rows else None
+
+
 def results_prose(ours: dict[str, dict[str, Any]], profile: str, datasets: Iterable[str] = STUDY_DATASETS) -> str:
     """One Markdown sentence per dataset, every number read from the results files."""
     lines = []

@@ -160,8 +160,8 @@ def train(
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         step, history, best, elapsed, running = (state[k] for k in ("step", "history", "best", "elapsed", "running"))
-        resumed = state["resumed"] + [{"step": step, **started}]
-        started = state["started"]
+        resumed = state.get("resumed", []) + [{"step": step, **started}]  # absent from states written before it was recorded
+        started = state.get("started", {"git_commit": "not recorded"})
     write_json(run_dir / "config.json", cfg.to_dict())
     if (run_dir / "train.json").exists() and (run_dir / "best.pt").exists():
         done = read_json(run_dir / "train.json")
