@@ -202,7 +202,8 @@ def generation_metrics(
 
     * Feature space: the 512-d penultimate layer of a ResNet-18 (:mod:`msflow.baselines`) trained on the real
       training split, in ``classifier_dir`` (trained there if missing, reused otherwise).
-    * Floor: Fréchet distance and k-NN precision/recall between the real training and test splits.
+    * Floor: the same measures for real training images of the generated sets' size and class composition
+      (``per_class`` of each class), and for the whole training split, against the test split.
     * Sweep: for each solver and number of network evaluations (NFE) that the solver can spend exactly,
       ``per_class`` images of every class against the real test split: Fréchet distance, precision, recall,
       class fidelity (the classifier's accuracy on them, overall and per class) and time per image.
@@ -233,10 +234,19 @@ def generation_metrics(
     clf, _ = baselines.load_baseline(baselines.train_baseline(bcfg, classifier_dir, data_root, dev, progress), dev)
     real_test = baselines.features(clf, test.images)
     real_train = baselines.features(clf, train_split.images)
-    floor_pr = fidelity.precision_recall(real_train[: len(test)], real_test)
-    floor = {"frechet": fidelity.frechet_distance(real_train, real_test), "precision": floor_pr.precision,
-             "recall": floor_pr.recall}
     labels = torch.arange(info.num_classes).repeat_interleave(per_class)
+    # The floor is read from real training images of the generated sets' size and class composition, since
+    # both the Fréchet distance and precision/recall depend on them; the whole training split is kept beside it.
+    rng = np.random.default_rng(seed)
+    y_train = train_split.labels.numpy()
+    matched = np.concatenate([rng.choice(np.flatnonzero(y_train == k), per_class, replace=per_class > (y_train == k).sum())
+                              for k in range(info.num_classes)])
+    floor_pr = fidelity.precision_recall(real_test, real_train[matched])
+    whole_pr = fidelity.precision_recall(real_test, real_train)
+    floor = {"frechet": fidelity.frechet_distance(real_test, real_train[matched]), "precision": floor_pr.precision,
+             "recall": floor_pr.recall, "n": len(matched),
+             "whole_train": {"frechet": fidelity.frechet_distance(real_test, real_train), "precision": whole_pr.precision,
+                             "recall": whole_pr.recall, "n": len(y_train)}}
     rows, key_images = [], None
     todo = [(s, b) for s in solvers for b in nfe if b % SOLVERS[s][1] == 0]
     for solver, budget in tqdm(todo, desc=f"generation sweep {info.flag}", disable=not progress):

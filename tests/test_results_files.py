@@ -106,6 +106,8 @@ def test_generation_metrics_record(run, small_root, monkeypatch):
         assert len(r["class_fidelity_per_class"]) == 2 and r["images_per_second"] > 0
         assert r["class_fidelity"] == pytest.approx(np.mean(r["class_fidelity_per_class"]))
     assert rec["cas"]["n_generated"] == 10 and rec["cas"]["n_real"] == 48 and "real_same_n" in rec["cas"]
+    assert rec["floor"]["n"] == 6 and rec["floor"]["whole_train"]["n"] == 48  # 3 real images of each class, then all
+    assert rec["floor"]["frechet"] >= 0 and 0 <= rec["floor"]["whole_train"]["recall"] <= 1
     with np.load(run / runs.GENERATION_SAMPLES) as z:
         assert z["images"].dtype == np.uint8 and z["images"].shape[0] == 6
     _forbid(monkeypatch, runs, "generate_from_run")
