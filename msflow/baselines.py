@@ -117,8 +117,14 @@ def train_on(cfg: BaselineConfig, images: torch.Tensor, labels: torch.Tensor, va
     """Train one ResNet-18 on the given images (uint8, or floats in [-1, 1]) and labels, selecting on ``val``.
 
     Used for the real training split and, for the Classification Accuracy Score, for generated samples.
+    A folder that already holds a classifier of the same recipe trained on the same ``source`` (which must
+    then identify the images: their file's MD5, or the run, checkpoint and seed that generated them) is reused.
     """
     out = Path(out_dir)
+    if source and (out / "baseline.json").exists() and (out / "baseline.pt").exists():
+        found = read_json(out / "baseline.json")
+        if found["config"] == asdict(cfg) and found.get("dataset") == source and found.get("n_train") == len(labels):
+            return out
     device = torch.device(device)
     info = get_info(cfg.dataset)
     torch.manual_seed(cfg.seed)

@@ -275,7 +275,7 @@ def generation_metrics(
     fake = generate_from_run(loaded, cas_labels, cfg.eval.gen_steps, cfg.eval.gen_solver, seed=seed + 1).images.cpu()
     cas_out = Path(cas_dir) if cas_dir else Path(classifier_dir).parent / f"{run_dir.name}-cas"
     cas_model, _ = baselines.load_baseline(baselines.train_on(bcfg, fake, cas_labels, val, cas_out, dev, progress,
-                                                              {"generated_by": run_dir.name, "n": n_cas}), dev)
+                                                              {"generated_by": run_dir.name, "checkpoint_step": settings["checkpoint_step"], "seed": seed + 1, "n": n_cas}), dev)
     y_test = test.labels.numpy()
     cas = {"generated": float((baselines.predict_images(cas_model, test.images) == y_test).mean()),
            "real": float((baselines.predict_images(clf, test.images) == y_test).mean()),
@@ -284,7 +284,7 @@ def generation_metrics(
         pick = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(seed))[:n_cas]
         same_n = cas_out.parent / f"{run_dir.name}-real{n_cas}"
         real_model, _ = baselines.load_baseline(baselines.train_on(bcfg, train_split.images[pick], train_split.labels[pick], val, same_n,
-                                                                   dev, progress, {"subset_of": train_split.md5, "n": n_cas}), dev)
+                                                                   dev, progress, {"subset_of": train_split.md5, "seed": seed, "n": n_cas}), dev)
         cas["real_same_n"] = float((baselines.predict_images(real_model, test.images) == y_test).mean())
     record = {"run": run_dir.name, "dataset": {"flag": info.flag, "md5_test": test.md5, "synthetic": test.synthetic},
               "settings": settings, "classifier": {"network": "ResNet-18 (msflow.baselines)", "layer": "penultimate, 512-d",

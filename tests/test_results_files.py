@@ -112,6 +112,11 @@ def test_generation_metrics_record(run, small_root, monkeypatch):
         assert z["images"].dtype == np.uint8 and z["images"].shape[0] == 6
     _forbid(monkeypatch, runs, "generate_from_run")
     assert runs.generation_metrics(run, run.parent / "baselines" / "clf", **kw) == json.loads((run / runs.GENERATION_FILE).read_text())
+    monkeypatch.undo()
+    # measured again (another sweep): the CAS classifiers of the same generated images are reused, not retrained
+    _forbid(monkeypatch, baselines.torch.optim, "Adam")
+    again = runs.generation_metrics(run, run.parent / "baselines" / "clf", **(kw | {"nfe": (4,)}))
+    assert again["cas"] == rec["cas"] and len(again["sweep"]) == 2
 
 
 def test_finished_run_is_reused_without_its_state(tmp_path, small_root, monkeypatch):
