@@ -2,8 +2,7 @@
 
 Features come from an in-domain classifier trained in this pipeline (the ResNet-18 of
 :mod:`msflow.baselines`, its 512-d penultimate layer), since no Inception weights can be downloaded here.
-The same measures between the real training and test splits are the floor that generated samples are
-read against.
+The same measures for real training images are the floor that generated samples are read against.
 """
 
 from __future__ import annotations
@@ -40,14 +39,21 @@ class PrecisionRecall:
     recall: float
 
 
-def _kth_radius(x: np.ndarray, k: int) -> np.ndarray:
-    d = np.sqrt(np.maximum(((x[:, None] - x[None]) ** 2).sum(-1), 0))
-    return np.sort(d, axis=1)[:, k]  # column 0 is the point itself
+def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances ``(len(a), len(b))`` by the Gram identity (no ``(N, M, D)`` intermediate)."""
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0)
 
 
-def _covered(points: np.ndarray, centers: np.ndarray, radii: np.ndarray) -> np.ndarray:
-    d = np.sqrt(np.maximum(((points[:, None] - centers[None]) ** 2).sum(-1), 0))
-    return (d <= radii[None]).any(1)
+def _kth_radius(x: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """Squared distance of each point to its k-th nearest neighbour (itself excluded), ``chunk`` rows at a time."""
+    return np.concatenate([np.partition(_sq_distances(x[i : i + chunk], x), k, axis=1)[:, k]  # column 0: the point itself
+                           for i in range(0, len(x), chunk)])
+
+
+def _covered(points: np.ndarray, centers: np.ndarray, sq_radii: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Whether each point lies in at least one ball (centre, squared radius)."""
+    return np.concatenate([(_sq_distances(points[i : i + chunk], centers) <= sq_radii[None]).any(1)
+                           for i in range(0, len(points), chunk)])
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> PrecisionRecall:

@@ -29,6 +29,19 @@ def test_precision_recall_known_cases():
     assert collapsed.precision == 1.0 and collapsed.recall < 0.05
 
 
+def test_knn_radii_and_coverage_by_hand_and_in_chunks():
+    x = np.array([[0.0], [1.0], [3.0]])
+    assert fidelity._kth_radius(x, 1).tolist() == [1.0, 1.0, 4.0]  # squared distance to the nearest other point
+    assert fidelity._covered(np.array([[0.9], [5.5]]), x, np.array([1.0, 1.0, 4.0])).tolist() == [True, False]
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(50, 5)), rng.normal(size=(40, 5))
+    brute = ((a[:, None] - b[None]) ** 2).sum(-1)
+    assert np.allclose(fidelity._sq_distances(a, b), brute)
+    assert np.allclose(fidelity._kth_radius(a, 3, chunk=7), np.sort(((a[:, None] - a[None]) ** 2).sum(-1), 1)[:, 3])
+    r = fidelity._kth_radius(b, 3)
+    assert np.array_equal(fidelity._covered(a, b, r, chunk=7), (brute <= r[None]).any(1))
+
+
 def test_resnet18_shapes_features_and_mc_dropout():
     net = baselines.ResNet18(3, 8, dropout=0.5).eval()
     x = torch.randn(4, 3, 28, 28)
