@@ -67,8 +67,14 @@ def execute(name: str, out: Path, params: dict, force: bool, log: list[str]) -> 
     try:
         pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=params, kernel_name="python3",
                             cwd=str(NOTEBOOKS), progress_bar=True)
-    except pm.PapermillExecutionError as err:
-        log.append(f"FAILED {name} {params}: {err.ename}: {err.evalue} (partial notebook kept in {out})")
+    except Exception as err:  # noqa: BLE001 - a failed page (or a dead kernel) must not stop the other datasets
+        # the partial notebook is kept for inspection, outside the book, so that a later run executes it again
+        kept = ROOT / "_build" / "failed" / out.relative_to(EXECUTED)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            out.replace(kept)
+        reason = f"{err.ename}: {err.evalue}" if isinstance(err, pm.PapermillExecutionError) else f"{type(err).__name__}: {err}"
+        log.append(f"FAILED {name} {params}: {reason} (partial notebook kept in {kept.relative_to(ROOT)})")
         return False
     log.append(f"executed {out.relative_to(ROOT)} in {time.time() - t0:.0f} s")
     return True
