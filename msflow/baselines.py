@@ -69,6 +69,34 @@ class ResNet18(nn.Module):
         return self.fc(self.dropout(self.features(x)))
 
 
+class SmallCNN(nn.Module):
+    """A small CNN (five 3 x 3 convolutions, 32-64-128 channels, about 0.3 M parameters) with the interface of
+    :class:`ResNet18` (``features``, ``dropout``, ``fc``): a classifier cheap enough to train on a CPU, for the
+    Classification Accuracy Score when a ResNet-18 cannot be trained long enough there."""
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1):
+        super().__init__()
+
+        def conv(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+        self.body = nn.Sequential(*conv(in_channels, 32), *conv(32, 32), nn.MaxPool2d(2),
+                                  *conv(32, 64), *conv(64, 64), nn.MaxPool2d(2), *conv(64, 128))
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(128, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 128-d penultimate features (global average pool)."""
+        return self.body(x).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.features(x)))
+
+
+ARCHITECTURES = {"resnet18": ResNet18, "cnn": SmallCNN}
+"""Classifier architectures by name (:attr:`BaselineConfig.arch`)."""
+
+
 @dataclass(frozen=True)
 class BaselineConfig:
     """Training of one baseline classifier (MedMNIST's recipe, shortened: Adam, cosine decay, flips as msflow).
@@ -82,6 +110,7 @@ class BaselineConfig:
         lr: peak Adam learning rate.
         dropout: dropout before the classifier.
         seed: seed of initialisation, order and augmentation (one seed per ensemble member).
+        arch: ``"resnet18"`` (the baselines and the feature network) or ``"cnn"`` (:class:`SmallCNN`).
     """
 
     dataset: str = "pneumoniamnist"
@@ -92,6 +121,14 @@ class BaselineConfig:
     lr: float = 1e-3
     dropout: float = 0.1
     seed: int = 0
+    arch: str = "resnet18"
+
+    def build(self) -> nn.Module:
+        """A freshly initialised classifier of this architecture for this dataset."""
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown classifier architecture {self.arch!r}; choose one of {sorted(ARCHITECTURES)}")
+        info = get_info(self.dataset)
+        return ARCHITECTURES[self.arch](info.channels, info.num_classes, self.dropout)
 
 
 def train_baseline(cfg: BaselineConfig, out_dir: str | Path, data_root: str | None = None, device: str | torch.device = "cpu",
@@ -100,7 +137,7 @@ def train_baseline(cfg: BaselineConfig, out_dir: str | Path, data_root: str | No
     validation accuracy. Writes ``<out_dir>/baseline.pt`` and ``baseline.json``; a finished run is reused."""
     out = Path(out_dir)
     if (out / "baseline.json").exists():
-        found = read_json(out / "baseline.json")["config"]
+        found = asdict(BaselineConfig(**read_json(out / "baseline.json")["config"]))  # fields added later take their defaults
         if found != asdict(cfg):
             diff = {k: (found.get(k), v) for k, v in asdict(cfg).items() if found.get(k) != v}
             raise ConfigMismatchError(f"{out} holds a baseline trained with other settings (recorded, asked): {diff}; "
@@ -123,18 +160,19 @@ def train_on(cfg: BaselineConfig, images: torch.Tensor, labels: torch.Tensor, va
     out = Path(out_dir)
     if source and (out / "baseline.json").exists() and (out / "baseline.pt").exists():
         found = read_json(out / "baseline.json")
-        if found["config"] == asdict(cfg) and found.get("dataset") == source and found.get("n_train") == len(labels):
+        if (asdict(BaselineConfig(**found["config"])) == asdict(cfg) and found.get("dataset") == source
+                and found.get("n_train") == len(labels)):
             return out
     device = torch.device(device)
     info = get_info(cfg.dataset)
     torch.manual_seed(cfg.seed)
-    model = ResNet18(info.channels, info.num_classes, cfg.dropout).to(device)
+    model = cfg.build().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * math.ceil(len(labels) / cfg.batch_size))
     flips = uses_flips(info, None)
     gen = torch.Generator().manual_seed(cfg.seed)
     history, best, t_train = [], None, 0.0
-    for epoch in tqdm(range(cfg.epochs), desc=f"ResNet-18 {info.flag} seed {cfg.seed}", disable=not progress):
+    for epoch in tqdm(range(cfg.epochs), desc=f"{cfg.arch} {info.flag} seed {cfg.seed}", disable=not progress):
         model.train()
         t0 = time.perf_counter()
         for idx in torch.randperm(len(labels), generator=gen).split(cfg.batch_size):
@@ -169,8 +207,7 @@ def load_baseline(out_dir: str | Path, device: str | torch.device = "cpu") -> tu
     """The selected weights of a trained baseline, in eval mode."""
     d = torch.load(Path(out_dir) / "baseline.pt", map_location="cpu", weights_only=True)
     cfg = BaselineConfig(**d["config"])
-    info = get_info(cfg.dataset)
-    model = ResNet18(info.channels, info.num_classes, cfg.dropout)
+    model = cfg.build()
     model.load_state_dict(d["weights"])
     return model.to(device).eval(), cfg
 

@@ -193,6 +193,8 @@ def generation_metrics(
     solvers: tuple[str, ...] = ("euler", "heun"),
     classifier_epochs: int = 20,
     cas_images: int = 0,
+    cas_classifier: str = "resnet18",
+    cas_epochs: int = 0,
     cas_dir: str | Path | None = None,
     seed: int = 0,
     reuse: bool = True,
@@ -207,12 +209,13 @@ def generation_metrics(
     * Sweep: for each solver and number of network evaluations (NFE) that the solver can spend exactly,
       ``per_class`` images of every class against the real test split: Fréchet distance, precision, recall,
       class fidelity (the classifier's accuracy on them, overall and per class) and time per image.
-    * Classification Accuracy Score: a ResNet-18 of the same recipe trained only on ``cas_images`` generated
-      images (0: as many as the real training split, with its class frequencies) at the run's generation
-      setting, tested on the real test split, beside the classifier trained on real data.
+    * Classification Accuracy Score: a ``cas_classifier`` (``"resnet18"`` or the small ``"cnn"``) trained for
+      ``cas_epochs`` (0: ``classifier_epochs``) only on ``cas_images`` generated images (0: as many as the real
+      training split, with its class frequencies) at the run's generation setting, tested on the real test
+      split, beside the same classifier trained on as many real training images.
 
-    The images of the run's generation setting are kept in ``generation_samples.npz`` (uint8). A recorded
-    measurement with the same settings and checkpoint is returned as it is when ``reuse``.
+    The images of the run's generation setting are kept in ``generation_samples.npz`` (uint8). When ``reuse``,
+    a recorded sweep with the same settings and checkpoint is kept, and so is its CAS if its settings match too.
     """
     from msflow import baselines, fidelity  # deferred: only this function needs them
 
@@ -220,18 +223,60 @@ def generation_metrics(
     loaded = load_run(run_dir, "best", device)
     cfg, info = loaded.config, loaded.components.info
     settings = {"per_class": per_class, "nfe": list(nfe), "solvers": list(solvers), "classifier_epochs": classifier_epochs,
-                "cas_images": cas_images, "seed": seed, "checkpoint_step": loaded.meta.get("step"),
+                "seed": seed, "checkpoint_step": loaded.meta.get("step"),
                 "key": [cfg.eval.gen_solver, cfg.eval.gen_steps * SOLVERS[cfg.eval.gen_solver][1]]}
+    cas_settings = {"images": cas_images, "classifier": cas_classifier, "epochs": cas_epochs or classifier_epochs}
     out_path = run_dir / GENERATION_FILE
+    record = None
     if reuse and out_path.exists() and (run_dir / GENERATION_SAMPLES).exists():
         found = read_json(out_path)
-        if found.get("settings") == settings:
-            return found
+        if {k: v for k, v in found.get("settings", {}).items() if k != "cas_images"} == settings:
+            if found.get("cas_settings") == cas_settings:
+                return found
+            record = found  # the sweep stands; only the CAS is measured again
     dev = next(loaded.components.model.parameters()).device
     size = cfg.data.size
     train_split, val, test = (load_split(cfg.data.dataset, s, size, data_root) for s in ("train", "val", "test"))
     bcfg = baselines.BaselineConfig(dataset=info.flag, epochs=classifier_epochs, seed=0)
     clf, _ = baselines.load_baseline(baselines.train_baseline(bcfg, classifier_dir, data_root, dev, progress), dev)
+    y_test = test.labels.numpy()
+    if record is None:
+        record = _generation_sweep(loaded, run_dir, clf, train_split, test, settings, progress)
+        record["classifier"] = {"network": "ResNet-18 (msflow.baselines)", "layer": "penultimate, 512-d",
+                                "dir": Path(classifier_dir).name, "epochs": classifier_epochs,
+                                "test_accuracy": float((baselines.predict_images(clf, test.images) == y_test).mean())}
+        record = {"run": run_dir.name, "dataset": {"flag": info.flag, "md5_test": test.md5, "synthetic": test.synthetic},
+                  "settings": settings, **record}
+    # Classification Accuracy Score: train on generated images only, with the real training split's class frequencies
+    n_cas = min(cas_images or len(train_split), len(train_split))
+    order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(seed))[:n_cas]
+    cas_labels = train_split.labels[order]
+    fake = generate_from_run(loaded, cas_labels, cfg.eval.gen_steps, cfg.eval.gen_solver, seed=seed + 1).images.cpu()
+    ccfg = baselines.BaselineConfig(dataset=info.flag, epochs=cas_settings["epochs"], seed=0, arch=cas_classifier)
+    parent = Path(cas_dir) if cas_dir else Path(classifier_dir).parent
+    tag = f"{cas_classifier}{ccfg.epochs}e"
+    on_fake = baselines.train_on(ccfg, fake, cas_labels, val, parent / f"{run_dir.name}-cas-{tag}", dev, progress,
+                                 {"generated_by": run_dir.name, "checkpoint_step": settings["checkpoint_step"], "seed": seed + 1, "n": n_cas})
+    # the same classifier on as many real images (the same class frequencies: the same draw of the split)
+    on_real = baselines.train_on(ccfg, train_split.images[order], cas_labels, val, parent / f"{info.flag}-real{n_cas}-{tag}", dev,
+                                 progress, {"subset_of": train_split.md5, "seed": seed, "n": n_cas})
+    accuracy = {name: float((baselines.predict_images(baselines.load_baseline(d, dev)[0], test.images) == y_test).mean())
+                for name, d in (("generated", on_fake), ("real_same_n", on_real))}
+    record["cas_settings"] = cas_settings
+    record["cas"] = {**accuracy, "classifier": cas_classifier, "epochs": ccfg.epochs, "n_generated": n_cas, "n_real": len(train_split)}
+    record["provenance"] = provenance(dev)
+    write_json(out_path, record)
+    return record
+
+
+def _generation_sweep(loaded: LoadedModel, run_dir: Path, clf, train_split, test, settings: dict[str, Any],
+                      progress: bool) -> dict[str, Any]:
+    """The floor and the solver/NFE sweep of :func:`generation_metrics`; writes the key setting's samples."""
+    from msflow import baselines, fidelity
+
+    cfg, info = loaded.config, loaded.components.info
+    dev = next(loaded.components.model.parameters()).device
+    per_class, seed = settings["per_class"], settings["seed"]
     real_test = baselines.features(clf, test.images)
     real_train = baselines.features(clf, train_split.images)
     labels = torch.arange(info.num_classes).repeat_interleave(per_class)
@@ -248,7 +293,7 @@ def generation_metrics(
              "whole_train": {"frechet": fidelity.frechet_distance(real_test, real_train), "precision": whole_pr.precision,
                              "recall": whole_pr.recall, "n": len(y_train)}}
     rows, key_images = [], None
-    todo = [(s, b) for s in solvers for b in nfe if b % SOLVERS[s][1] == 0]
+    todo = [(s, b) for s in settings["solvers"] for b in settings["nfe"] if b % SOLVERS[s][1] == 0]
     for solver, budget in tqdm(todo, desc=f"generation sweep {info.flag}", disable=not progress):
         _sync(dev)
         t0 = time.perf_counter()
@@ -267,32 +312,8 @@ def generation_metrics(
             key_images = gen.images
     if key_images is None:  # the generation setting was not in the sweep
         key_images = generate_from_run(loaded, labels, cfg.eval.gen_steps, cfg.eval.gen_solver, seed=seed).images
-    # Classification Accuracy Score: train on generated images only, with the real training split's class frequencies
-    n_cas = cas_images or len(train_split)
-    cas_labels = train_split.labels[torch.randperm(len(train_split), generator=torch.Generator().manual_seed(seed))][:n_cas]
-    if n_cas > len(train_split):
-        cas_labels = train_split.labels[torch.randint(len(train_split), (n_cas,), generator=torch.Generator().manual_seed(seed))]
-    fake = generate_from_run(loaded, cas_labels, cfg.eval.gen_steps, cfg.eval.gen_solver, seed=seed + 1).images.cpu()
-    cas_out = Path(cas_dir) if cas_dir else Path(classifier_dir).parent / f"{run_dir.name}-cas"
-    cas_model, _ = baselines.load_baseline(baselines.train_on(bcfg, fake, cas_labels, val, cas_out, dev, progress,
-                                                              {"generated_by": run_dir.name, "checkpoint_step": settings["checkpoint_step"], "seed": seed + 1, "n": n_cas}), dev)
-    y_test = test.labels.numpy()
-    cas = {"generated": float((baselines.predict_images(cas_model, test.images) == y_test).mean()),
-           "real": float((baselines.predict_images(clf, test.images) == y_test).mean()),
-           "n_generated": n_cas, "n_real": len(train_split)}
-    if n_cas < len(train_split):  # the same classifier on as many real images, so that CAS is read on equal terms
-        pick = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(seed))[:n_cas]
-        same_n = cas_out.parent / f"{run_dir.name}-real{n_cas}"
-        real_model, _ = baselines.load_baseline(baselines.train_on(bcfg, train_split.images[pick], train_split.labels[pick], val, same_n,
-                                                                   dev, progress, {"subset_of": train_split.md5, "seed": seed, "n": n_cas}), dev)
-        cas["real_same_n"] = float((baselines.predict_images(real_model, test.images) == y_test).mean())
-    record = {"run": run_dir.name, "dataset": {"flag": info.flag, "md5_test": test.md5, "synthetic": test.synthetic},
-              "settings": settings, "classifier": {"network": "ResNet-18 (msflow.baselines)", "layer": "penultimate, 512-d",
-                                                   "dir": Path(classifier_dir).name},
-              "floor": floor, "sweep": rows, "cas": cas, "provenance": provenance(dev)}
     save_predictions(run_dir / GENERATION_SAMPLES, images=_uint8(key_images), labels=labels.numpy())
-    write_json(out_path, record)
-    return record
+    return {"floor": floor, "sweep": rows}
 
 
 def _uint8(images: torch.Tensor) -> np.ndarray:

@@ -197,7 +197,8 @@ def generation_overview(runs_dir: str | os.PathLike, profile: str, datasets: Ite
             "precision": round(key["precision"], 3), "recall": round(key["recall"], 3),
             "class fidelity": round(key["class_fidelity"], 3),
             "CAS (generated)": round(cas["generated"], 3),
-            "same classifier, as many real": round(cas.get("real_same_n", cas["real"]), 3),
+            "same classifier, as many real": round(cas["real_same_n"], 3),
+            "CAS classifier": f"{cas['classifier']}, {cas['epochs']} epochs, {cas['n_generated']} images",
             "images/s": f"{key['images_per_second']:.0f} ({rec['provenance']['device']})",
             "samples per class": rec["settings"]["per_class"],
         })

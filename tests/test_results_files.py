@@ -105,18 +105,38 @@ def test_generation_metrics_record(run, small_root, monkeypatch):
         assert r["frechet"] >= 0 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
         assert len(r["class_fidelity_per_class"]) == 2 and r["images_per_second"] > 0
         assert r["class_fidelity"] == pytest.approx(np.mean(r["class_fidelity_per_class"]))
-    assert rec["cas"]["n_generated"] == 10 and rec["cas"]["n_real"] == 48 and "real_same_n" in rec["cas"]
+    cas = rec["cas"]
+    assert (cas["n_generated"], cas["n_real"], cas["classifier"], cas["epochs"]) == (10, 48, "resnet18", 1)
+    assert 0 <= cas["generated"] <= 1 and 0 <= cas["real_same_n"] <= 1 and 0 <= rec["classifier"]["test_accuracy"] <= 1
     assert rec["floor"]["n"] == 6 and rec["floor"]["whole_train"]["n"] == 48  # 3 real images of each class, then all
     assert rec["floor"]["frechet"] >= 0 and 0 <= rec["floor"]["whole_train"]["recall"] <= 1
     with np.load(run / runs.GENERATION_SAMPLES) as z:
         assert z["images"].dtype == np.uint8 and z["images"].shape[0] == 6
+    recorded = json.loads((run / runs.GENERATION_FILE).read_text())
     _forbid(monkeypatch, runs, "generate_from_run")
-    assert runs.generation_metrics(run, run.parent / "baselines" / "clf", **kw) == json.loads((run / runs.GENERATION_FILE).read_text())
+    assert runs.generation_metrics(run, run.parent / "baselines" / "clf", **kw) == recorded
     monkeypatch.undo()
-    # measured again (another sweep): the CAS classifiers of the same generated images are reused, not retrained
+    # another CAS classifier: the recorded sweep stands, only the CAS is measured (and its classifiers trained)
+    _forbid(monkeypatch, runs, "_generation_sweep")
+    cnn = runs.generation_metrics(run, run.parent / "baselines" / "clf", **(kw | {"cas_classifier": "cnn", "cas_epochs": 2}))
+    assert cnn["sweep"] == recorded["sweep"] and cnn["floor"] == recorded["floor"]
+    assert (cnn["cas"]["classifier"], cnn["cas"]["epochs"]) == ("cnn", 2) and cnn["cas_settings"]["classifier"] == "cnn"
+    monkeypatch.undo()
+    # measured once more with the same CAS: its classifiers, trained on the same images, are reused
     _forbid(monkeypatch, baselines.torch.optim, "Adam")
-    again = runs.generation_metrics(run, run.parent / "baselines" / "clf", **(kw | {"nfe": (4,)}))
-    assert again["cas"] == rec["cas"] and len(again["sweep"]) == 2
+    (run / runs.GENERATION_FILE).write_text(json.dumps(recorded))
+    again = runs.generation_metrics(run, run.parent / "baselines" / "clf", **(kw | {"cas_classifier": "cnn", "cas_epochs": 2}))
+    assert again["cas"] == cnn["cas"]
+
+
+def test_small_cnn_interface():
+    cfg = baselines.BaselineConfig(dataset="bloodmnist", arch="cnn")
+    net = cfg.build().eval()
+    x = torch.randn(4, 3, 28, 28)
+    assert net(x).shape == (4, 8) and net.features(x).shape == (4, 128)
+    assert sum(p.numel() for p in net.parameters()) < 0.5e6
+    with pytest.raises(ValueError, match="unknown classifier architecture"):
+        baselines.BaselineConfig(dataset="bloodmnist", arch="vgg").build()
 
 
 def test_finished_run_is_reused_without_its_state(tmp_path, small_root, monkeypatch):
