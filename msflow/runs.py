@@ -231,9 +231,9 @@ def generation_metrics(
     if reuse and out_path.exists() and (run_dir / GENERATION_SAMPLES).exists():
         found = read_json(out_path)
         if {k: v for k, v in found.get("settings", {}).items() if k != "cas_images"} == settings:
-            if found.get("cas_settings") == cas_settings:
+            if found.get("cas_settings") == cas_settings and "test_accuracy" in found.get("classifier", {}):
                 return found
-            record = found  # the sweep stands; only the CAS is measured again
+            record = found  # the sweep stands; only the CAS (and what an older record lacks) is measured again
     dev = next(loaded.components.model.parameters()).device
     size = cfg.data.size
     train_split, val, test = (load_split(cfg.data.dataset, s, size, data_root) for s in ("train", "val", "test"))
@@ -241,12 +241,12 @@ def generation_metrics(
     clf, _ = baselines.load_baseline(baselines.train_baseline(bcfg, classifier_dir, data_root, dev, progress), dev)
     y_test = test.labels.numpy()
     if record is None:
-        record = _generation_sweep(loaded, run_dir, clf, train_split, test, settings, progress)
-        record["classifier"] = {"network": "ResNet-18 (msflow.baselines)", "layer": "penultimate, 512-d",
-                                "dir": Path(classifier_dir).name, "epochs": classifier_epochs,
-                                "test_accuracy": float((baselines.predict_images(clf, test.images) == y_test).mean())}
         record = {"run": run_dir.name, "dataset": {"flag": info.flag, "md5_test": test.md5, "synthetic": test.synthetic},
-                  "settings": settings, **record}
+                  "settings": settings, **_generation_sweep(loaded, run_dir, clf, train_split, test, settings, progress)}
+    record["settings"] = settings
+    record["classifier"] = {"network": "ResNet-18 (msflow.baselines)", "layer": "penultimate, 512-d",
+                            "dir": Path(classifier_dir).name, "epochs": classifier_epochs,
+                            "test_accuracy": float((baselines.predict_images(clf, test.images) == y_test).mean())}
     # Classification Accuracy Score: train on generated images only, with the real training split's class frequencies
     n_cas = min(cas_images or len(train_split), len(train_split))
     order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(seed))[:n_cas]

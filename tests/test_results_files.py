@@ -127,6 +127,14 @@ def test_generation_metrics_record(run, small_root, monkeypatch):
     (run / runs.GENERATION_FILE).write_text(json.dumps(recorded))
     again = runs.generation_metrics(run, run.parent / "baselines" / "clf", **(kw | {"cas_classifier": "cnn", "cas_epochs": 2}))
     assert again["cas"] == cnn["cas"]
+    monkeypatch.undo()
+    # a record written before the feature network's accuracy was kept is completed, its sweep kept
+    older = json.loads((run / runs.GENERATION_FILE).read_text())
+    del older["classifier"]["test_accuracy"]
+    (run / runs.GENERATION_FILE).write_text(json.dumps(older))
+    _forbid(monkeypatch, runs, "_generation_sweep")
+    completed = runs.generation_metrics(run, run.parent / "baselines" / "clf", **(kw | {"cas_classifier": "cnn", "cas_epochs": 2}))
+    assert completed["classifier"]["test_accuracy"] == rec["classifier"]["test_accuracy"] and completed["sweep"] == rec["sweep"]
 
 
 def test_small_cnn_interface():
