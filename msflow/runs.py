@@ -204,8 +204,10 @@ def generation_metrics(
 
     * Feature space: the 512-d penultimate layer of a ResNet-18 (:mod:`msflow.baselines`) trained on the real
       training split, in ``classifier_dir`` (trained there if missing, reused otherwise).
-    * Floor: the same measures for real training images of the generated sets' size and class composition
-      (``per_class`` of each class), and for the whole training split, against the test split.
+    * Floor: the same measures against the test split for the validation split (images the feature network never
+      trained on), and for real training images of the generated sets' size and class composition (``per_class`` of
+      each class) and the whole training split (which the feature network has seen, so they read closer to it than
+      unseen images would).
     * Sweep: for each solver and number of network evaluations (NFE) that the solver can spend exactly,
       ``per_class`` images of every class against the real test split: Fréchet distance, precision, recall,
       class fidelity (the classifier's accuracy on them, overall and per class) and time per image.
@@ -244,6 +246,13 @@ def generation_metrics(
         record = {"run": run_dir.name, "dataset": {"flag": info.flag, "md5_test": test.md5, "synthetic": test.synthetic},
                   "settings": settings, **_generation_sweep(loaded, run_dir, clf, train_split, test, settings, progress)}
     record["settings"] = settings
+    if "val" not in record["floor"]:
+        # The feature network was trained on the training split, so its features of training images are not those of
+        # unseen images; the validation split, which it never trained on, is the floor that is read on equal terms.
+        real_val, real_test = baselines.features(clf, val.images), baselines.features(clf, test.images)
+        pr = fidelity.precision_recall(real_test, real_val)
+        record["floor"]["val"] = {"frechet": fidelity.frechet_distance(real_test, real_val), "precision": pr.precision,
+                                  "recall": pr.recall, "n": len(val)}
     record["classifier"] = {"network": "ResNet-18 (msflow.baselines)", "layer": "penultimate, 512-d",
                             "dir": Path(classifier_dir).name, "epochs": classifier_epochs,
                             "test_accuracy": float((baselines.predict_images(clf, test.images) == y_test).mean())}

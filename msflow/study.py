@@ -193,7 +193,9 @@ def generation_overview(runs_dir: str | os.PathLike, profile: str, datasets: Ite
         cas = rec["cas"]
         rows.append({
             "dataset": get_info(ds).title, "setting": f"{solver}, {nfe} NFE",
-            "Fréchet distance": round(key["frechet"], 2), "floor (real train vs test)": round(rec["floor"]["frechet"], 2),
+            "Fréchet distance": round(key["frechet"], 2),
+            "floor: validation split": f"{rec['floor']['val']['frechet']:.2f} ({rec['floor']['val']['n']} images)",
+            "training images, as many": round(rec["floor"]["frechet"], 2),
             "precision": round(key["precision"], 3), "recall": round(key["recall"], 3),
             "class fidelity": round(key["class_fidelity"], 3),
             "CAS (generated)": round(cas["generated"], 3),

@@ -109,6 +109,7 @@ def test_generation_metrics_record(run, small_root, monkeypatch):
     assert (cas["n_generated"], cas["n_real"], cas["classifier"], cas["epochs"]) == (10, 48, "resnet18", 1)
     assert 0 <= cas["generated"] <= 1 and 0 <= cas["real_same_n"] <= 1 and 0 <= rec["classifier"]["test_accuracy"] <= 1
     assert rec["floor"]["n"] == 6 and rec["floor"]["whole_train"]["n"] == 48  # 3 real images of each class, then all
+    assert rec["floor"]["val"]["n"] == 24 and rec["floor"]["val"]["frechet"] >= 0
     assert rec["floor"]["frechet"] >= 0 and 0 <= rec["floor"]["whole_train"]["recall"] <= 1
     with np.load(run / runs.GENERATION_SAMPLES) as z:
         assert z["images"].dtype == np.uint8 and z["images"].shape[0] == 6
