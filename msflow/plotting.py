@@ -73,20 +73,31 @@ def show_images(images: np.ndarray, titles: Sequence[str] | None = None, ncol: i
 
 
 def plot_accuracy_rejection(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]], title: str = "", ax=None):
-    """Accuracy against rejected fraction. ``curves``: label -> (fractions, accuracy, std or None)."""
+    """Accuracy against rejected fraction. ``curves``: label -> (fractions, accuracy, std or None).
+
+    Every curve gets its own colour (tab20 beyond ten curves); curves whose label starts with "paper" are drawn
+    black and dashed with square markers, and "ResNet" baselines dashed, so that sources stay apart.
+    """
     plt = _plt()
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.6))
-    for label, (frac, acc, std) in curves.items():
+    ours = [k for k in curves if not k.startswith("paper")]
+    colours = plt.get_cmap("tab10" if len(ours) <= 10 else "tab20").colors
+    for i, (label, (frac, acc, std)) in enumerate(curves.items()):
         frac, acc = np.asarray(frac) * 100, np.asarray(acc) * 100
-        line = ax.plot(frac, acc, marker="o", ms=3, label=label)[0]
+        if label.startswith("paper"):
+            style = {"color": "k", "ls": "--", "marker": "s", "ms": 4}
+        else:
+            style = {"color": colours[ours.index(label) % len(colours)], "ls": "--" if label.startswith("ResNet") else "-",
+                     "marker": "o", "ms": 3}
+        line = ax.plot(frac, acc, label=label, **style)[0]
         if std is not None:
             ax.fill_between(frac, acc - 100 * np.asarray(std), acc + 100 * np.asarray(std), color=line.get_color(), alpha=0.2)
     ax.set_xlabel("rejected (most uncertain first), %")
     ax.set_ylabel("accuracy on the rest, %")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7 if len(curves) > 6 else 8)
     return ax
 
 
