@@ -134,8 +134,10 @@ def test_generation_metrics_record(run, small_root, monkeypatch):
     del older["classifier"]["test_accuracy"]
     (run / runs.GENERATION_FILE).write_text(json.dumps(older))
     _forbid(monkeypatch, runs, "_generation_sweep")
+    _forbid(monkeypatch, runs, "generate_from_run")  # nor is its CAS measured again
     completed = runs.generation_metrics(run, run.parent / "baselines" / "clf", **(kw | {"cas_classifier": "cnn", "cas_epochs": 2}))
     assert completed["classifier"]["test_accuracy"] == rec["classifier"]["test_accuracy"] and completed["sweep"] == rec["sweep"]
+    assert completed["cas"] == cnn["cas"]
 
 
 def test_small_cnn_interface():
