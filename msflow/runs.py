@@ -233,7 +233,8 @@ def generation_metrics(
     if reuse and out_path.exists() and (run_dir / GENERATION_SAMPLES).exists():
         found = read_json(out_path)
         if {k: v for k, v in found.get("settings", {}).items() if k != "cas_images"} == settings:
-            if found.get("cas_settings") == cas_settings and "test_accuracy" in found.get("classifier", {}):
+            if (found.get("cas_settings") == cas_settings and "test_accuracy" in found.get("classifier", {})
+                    and "val" in found.get("floor", {})):
                 return found
             record = found  # the sweep stands; only the CAS (and what an older record lacks) is measured again
     dev = next(loaded.components.model.parameters()).device

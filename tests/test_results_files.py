@@ -131,13 +131,13 @@ def test_generation_metrics_record(run, small_root, monkeypatch):
     monkeypatch.undo()
     # a record written before the feature network's accuracy was kept is completed, its sweep kept
     older = json.loads((run / runs.GENERATION_FILE).read_text())
-    del older["classifier"]["test_accuracy"]
+    del older["classifier"]["test_accuracy"], older["floor"]["val"]
     (run / runs.GENERATION_FILE).write_text(json.dumps(older))
     _forbid(monkeypatch, runs, "_generation_sweep")
     _forbid(monkeypatch, runs, "generate_from_run")  # nor is its CAS measured again
     completed = runs.generation_metrics(run, run.parent / "baselines" / "clf", **(kw | {"cas_classifier": "cnn", "cas_epochs": 2}))
     assert completed["classifier"]["test_accuracy"] == rec["classifier"]["test_accuracy"] and completed["sweep"] == rec["sweep"]
-    assert completed["cas"] == cnn["cas"]
+    assert completed["cas"] == cnn["cas"] and completed["floor"]["val"] == rec["floor"]["val"]
 
 
 def test_small_cnn_interface():
