@@ -55,7 +55,7 @@ def evaluate_run(
     loaded = load_run(run_dir, checkpoint, device)
     cfg = loaded.config
     ecfg: EvalConfig = dataclasses.replace(cfg.eval, **(eval_overrides or {}))
-    suffix = split if checkpoint == "best" else f"{split}_{checkpoint}"
+    suffix = _suffix(split, checkpoint)
     if reuse:
         found = load_evaluation(run_dir, split, checkpoint)
         if found is not None:
@@ -90,11 +90,16 @@ def evaluate_run(
     return result, record
 
 
+def _suffix(split: str, checkpoint: str) -> str:
+    """File suffix of an evaluation: the split, and the checkpoint unless it is the selected one."""
+    return split if checkpoint == "best" else f"{split}_{checkpoint}"
+
+
 def load_evaluation(run_dir: str | Path, split: str = "test", checkpoint: str = "best") -> tuple[EvalResult, dict[str, Any]] | None:
     """The evaluation recorded by :func:`evaluate_run` (metrics from the record, passes from the predictions
     file), or None if the run has none for that split and checkpoint."""
     run_dir = Path(run_dir)
-    suffix = split if checkpoint == "best" else f"{split}_{checkpoint}"
+    suffix = _suffix(split, checkpoint)
     rec_path, pred_path = run_dir / f"eval_{suffix}.json", run_dir / f"predictions_{suffix}.npz"
     if not (rec_path.exists() and pred_path.exists()):
         return None
