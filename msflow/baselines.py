@@ -131,6 +131,12 @@ class BaselineConfig:
         return ARCHITECTURES[self.arch](info.channels, info.num_classes, self.dropout)
 
 
+def member_dir(base_dir: str | Path, dataset: str, epochs: int, seed: int = 0) -> Path:
+    """The folder of one ResNet-18 trained on a dataset's real training split: named by its recipe's length and
+    seed, so that baselines of different lengths (a CPU run's few epochs, a GPU session's 20) sit side by side."""
+    return Path(base_dir) / f"{dataset}-resnet18-{epochs}e-seed{seed}"
+
+
 def train_baseline(cfg: BaselineConfig, out_dir: str | Path, data_root: str | None = None, device: str | torch.device = "cpu",
                    progress: bool = True) -> Path:
     """Train one ResNet-18 on the real training split; keep the weights of the epoch with the best

@@ -270,6 +270,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     # The reference architecture at half width in bf16 on one GPU, with the budget deviations. The GPU
     # session (scripts/gpu_session.py) fits train.max_steps to its time box.
     "gpu": {**_GPU_NET, **_GPU_BUDGET, "eval.batch_size": 2000},
+    # The budget recipe on the reference network at full width (9 M parameters): the width lever, measured
+    # against "gpu" on the same time box.
+    "gpu-wide": {**_GPU_BUDGET, "eval.batch_size": 2000},
     # The same network with the reference's optimisation (uniform t, batch 64, EMA 0.7, lr 4e-4, 10 % warm-up,
     # no clipping): the reference-faithful run that "gpu" is compared against, on the same time box.
     "gpu-reference": {**_GPU_NET, "train.max_steps": 6000, "train.eval_every": 500, "eval.batch_size": 2000},

@@ -143,7 +143,7 @@ class LatentCode(ClassCode):
     def encode(self, labels: torch.Tensor, size: int, noise: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
         if size != self.prototypes.shape[-1]:
             raise ValueError(f"class latents are {self.prototypes.shape[-1]} x {self.prototypes.shape[-1]}, not {size}")
-        return self.prototypes.to(labels.device)[labels].clone()
+        return self.prototypes_on(labels.device)[labels].clone()
 
     def distances(self, y_hat: torch.Tensor) -> torch.Tensor:
         return self.rgb.distances(self.to_rgb(y_hat))

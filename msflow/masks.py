@@ -62,6 +62,15 @@ class ClassCode:
         _check_k(num_classes)
         self.num_classes = num_classes
         self.beta = float(beta)
+        self._on: dict[tuple, torch.Tensor] = {}
+
+    def prototypes_on(self, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``prototypes`` on a device (and dtype), copied once: a host-to-device copy every training step would
+        make the host wait for the GPU at every step."""
+        key = (str(device), dtype)
+        if key not in self._on:
+            self._on[key] = self.prototypes.to(device, dtype or self.prototypes.dtype)
+        return self._on[key]
 
     def encode(
         self,
@@ -71,7 +80,7 @@ class ClassCode:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Label maps ``(B, channels, size, size)``: prototype plus per-pixel uniform noise."""
-        proto = self.prototypes.to(labels.device)[labels]  # (B, C)
+        proto = self.prototypes_on(labels.device)[labels]  # (B, C)
         y = proto[:, :, None, None].expand(-1, -1, size, size)
         if not noise:
             return y.clone()
@@ -107,7 +116,7 @@ class RGBCode(ClassCode):
         self.noise_halfwidth = self.beta / 255
 
     def distances(self, y_hat: torch.Tensor) -> torch.Tensor:
-        proto = self.prototypes.to(y_hat.device, y_hat.dtype)
+        proto = self.prototypes_on(y_hat.device, y_hat.dtype)
         diff = y_hat[:, None] - proto[None, :, :, None, None]  # (B, K, 3, H, W)
         return diff.square().sum(dim=2).sqrt().mean(dim=(-2, -1))
 
@@ -129,7 +138,7 @@ class GrayCode(ClassCode):
 
     def distances(self, y_hat: torch.Tensor) -> torch.Tensor:
         mean = y_hat.mean(dim=(1, 2, 3))
-        return (mean[:, None] - self.prototypes.to(y_hat.device, y_hat.dtype)[None, :, 0]).abs()
+        return (mean[:, None] - self.prototypes_on(y_hat.device, y_hat.dtype)[None, :, 0]).abs()
 
 
 CODES = {"rgb": RGBCode, "gray": GrayCode}

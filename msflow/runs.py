@@ -266,6 +266,8 @@ def generation_metrics(
         record["provenance"] = provenance(dev)
         write_json(out_path, record)
         return record
+    record["provenance"] = provenance(dev)
+    write_json(out_path, record)  # the sweep and floors are kept even if the CAS below is interrupted (it completes them)
     # Classification Accuracy Score: train on generated images only, with the real training split's class frequencies
     n_cas = min(cas_images or len(train_split), len(train_split))
     order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(seed))[:n_cas]

@@ -54,15 +54,25 @@ def ema_decay_at(step: int, decay: float, warmup: bool) -> float:
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """``ema <- decay * ema + (1 - decay) * model``, parameter by parameter."""
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1 - decay)
+    with torch.no_grad():  # one multi-tensor kernel rather than one launch per parameter
+        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
 
 
-def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
-    """Indices of step ``step``'s batch: epochs of a seeded permutation, the last batch possibly short."""
+def epoch_permutation(epoch: int, n: int, seed: int) -> torch.Tensor:
+    """The seeded order of the training images in epoch ``epoch``."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int, perm: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of step ``step``'s batch: epochs of a seeded permutation, the last batch possibly short.
+
+    ``perm``, the epoch's :func:`epoch_permutation` already on the training device, saves drawing it again
+    (and, on a GPU, copying it from the host, which makes the host wait for the device) at every step.
+    """
     per_epoch = math.ceil(n / batch_size)
     epoch, i = divmod(step, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    if perm is None:
+        perm = epoch_permutation(epoch, n, seed)
     return perm[i * batch_size : (i + 1) * batch_size]
 
 
@@ -144,7 +154,7 @@ def train(
     model, code = comps.model.to(device), comps.code
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     ema_comps = dataclasses.replace(comps, model=ema)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=device.type == "cuda")
     total = tc.total_steps(len(train_split))
 
     step, history, best, elapsed, running = 0, [], {}, {"train": 0.0, "total": 0.0}, None
@@ -181,6 +191,7 @@ def train(
         def inputs(idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
             return to_model_input(images[idx], res)
     flips = uses_flips(train_split.info, cfg.data.augment)
+    per_epoch, perm, perm_epoch = math.ceil(len(train_split) / tc.batch_size), None, -1
     eval_every = tc.eval_every if tc.eval_every > 0 else total
 
     def save_state() -> None:
@@ -221,7 +232,10 @@ def train(
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total, tc.lr, tc.warmup_frac)
                 g = step_generator(cfg.seed, step, device)
-                idx = batch_indices(step, len(train_split), tc.batch_size, cfg.seed).to(device)
+                epoch = step // per_epoch
+                if epoch != perm_epoch:  # one host-to-device copy per epoch
+                    perm, perm_epoch = epoch_permutation(epoch, len(train_split), cfg.seed).to(device), epoch
+                idx = batch_indices(step, len(train_split), tc.batch_size, cfg.seed, perm)
                 x = inputs(idx, g)
                 if flips:
                     x = random_flips(x, g)

@@ -1,25 +1,31 @@
 """One prepared GPU session: the study's heavy computations in one time box, results packed to bring back.
 
-    python scripts/gpu_session.py [--budget 510] [--train-seconds 250] [--out DIR] [--smoke]
+    python scripts/gpu_session.py [--budget 510] [--train-seconds 220] [--out DIR] [--smoke]
 
-For each dataset, in parallel processes on the one GPU (a worker each):
+Processes that share the one GPU (small networks leave most of it idle, so several runs in parallel cost
+little more than one):
 
-1. the ``gpu`` profile, its length (``train.max_steps``) fitted by a measured probe to ``--train-seconds``
-   so that the cosine schedule ends inside the time box, trained and evaluated on the test split
-   (``results/<flag>-gpu``);
-2. the uncertainty readouts: 16 stochastic passes over the test and validation splits (``multipass_*.npz``)
-   and the ResNet-18 baselines, ``--ensemble`` seeds, with their logits and MC-dropout logits
-   (``results/baselines/``);
-3. the generation measurements (``generation.json``; sweep, class fidelity, CAS).
+1. per dataset, the ``gpu`` profile, its length (``train.max_steps``) fitted by a measured probe to
+   ``--train-seconds`` (``--train-seconds-for DATASET=SECONDS`` for one dataset) so that the cosine schedule
+   ends inside the time box, trained and evaluated on the test split (``results/<flag>-gpu``), then its
+   uncertainty readouts (16 stochastic passes over the test and validation splits, ``multipass_*.npz``) and
+   its generation measurements (``generation.json``: sweep, class fidelity, CAS), which wait for the
+   dataset's first ResNet-18 (their feature network);
+2. per dataset, the ResNet-18 baselines, ``--ensemble`` seeds of ``--baseline-epochs`` epochs, with their
+   logits and the first member's MC-dropout logits (``results/baselines/<flag>-resnet18-<E>e-seed<k>``);
+3. the ``gpu-reference`` profile (the same network with the reference's optimisation) on PneumoniaMNIST,
+   and the ``--levers`` runs (``DATASET:PROFILE``; by default ``gpu-wide``, the reference network at full
+   width), each for the same time box, trained and evaluated only: the book compares them at equal compute.
 
-A further worker trains the ``gpu-reference`` profile (the same network with the reference's optimisation)
-on PneumoniaMNIST for the same wall time, so that the book compares the two at equal compute.
+Because the probes run while every process is starting, a fitted length is conservative: a run ends early
+rather than late once the baselines are done.
 
 Every stage writes its results files as it finishes; a stage that fails is logged and the next one runs; a
 stage that would start after the time box is skipped. Everything is then packed into ``--out`` as a
 gzipped tar split into parts of at most 15 MB (the device tool brings back 8 files of 16 MB): the results
-files, fp16 copies of the selected weights of the committed runs (``best.pt``), and the logs. Locally,
-``scripts/study.py --profile gpu --extra uncertainty fidelity`` then renders the notebooks from these files.
+files, fp16 copies of the selected weights (``best.pt``) of the runs whose copy is small enough to commit,
+and the logs. Locally, ``scripts/study.py --profile gpu --extra uncertainty fidelity`` then renders the
+notebooks from these files.
 """
 
 from __future__ import annotations
@@ -34,8 +40,11 @@ import time
 import traceback
 from pathlib import Path
 
+from msflow.results import read_json
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("pneumoniamnist", "bloodmnist", "retinamnist")
+READY = ".feature-network-ready"  # marker: a dataset's first ResNet-18 and its logits are written
 
 
 def log(msg: str) -> None:
@@ -64,12 +73,12 @@ def worker(args: argparse.Namespace) -> int:
 
     from msflow import baselines
     from msflow.config import apply_overrides, make_config
-    from msflow.data import load_split
     from msflow.runs import evaluate_run, generation_metrics, multi_pass_run
     from msflow.study import run_path
     from msflow.train import resolve_device, steps_for_budget, train
 
     torch.backends.cudnn.benchmark = True
+    torch.set_num_threads(2)  # several processes share the machine's cores
     deadline = args.deadline
     dev = resolve_device(args.device)
     root = args.data_root or None
@@ -109,25 +118,15 @@ def worker(args: argparse.Namespace) -> int:
             multi_pass_run(run, split, args.draws, seed, root, dev)
 
     stage(f"{args.dataset}: multi-pass readouts", deadline, 15, readouts)
-    base = runs / "baselines"
-    test, val = (load_split(cfg.data.dataset, s, cfg.data.size, root) for s in ("test", "val"))
     epochs = 1 if args.smoke else args.baseline_epochs
-
-    def member(seed: int):
-        def go() -> None:
-            out = baselines.train_baseline(baselines.BaselineConfig(dataset=cfg.data.dataset, epochs=epochs, seed=seed),
-                                           base / f"{cfg.data.dataset}-resnet18-seed{seed}", root, dev, progress=False)
-            for split in (test, val):
-                baselines.cached_logits(out, split, device=dev)
-            if seed == 0:
-                baselines.cached_logits(out, test, mc_samples=args.mc_samples, device=dev)
-        return go
-
-    for seed in range(args.ensemble):
-        stage(f"{args.dataset}: ResNet-18 seed {seed}", deadline, 20, member(seed))
+    feature_net = baselines.member_dir(runs / "baselines", cfg.data.dataset, epochs)
 
     def generation() -> None:
-        rec = generation_metrics(run, base / f"{cfg.data.dataset}-resnet18-seed0", root, dev,
+        while not (feature_net / READY).exists():  # the baselines process trains it first
+            if time.time() > deadline - 60:
+                raise TimeoutError(f"{feature_net.name} was not ready in time")
+            time.sleep(2)
+        rec = generation_metrics(run, feature_net, root, dev,
                                  per_class=8 if args.smoke else args.per_class, classifier_epochs=epochs,
                                  cas_images=64 if args.smoke else 0, progress=False)
         key = [r for r in rec["sweep"] if [r["solver"], r["nfe"]] == rec["settings"]["key"]]
@@ -137,11 +136,46 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def pack(out: Path, runs: Path, logs: list[Path], since: float, part_mb: float = 15) -> None:
+def baselines_worker(args: argparse.Namespace) -> int:
+    """Train one dataset's ResNet-18 ensemble and keep its logits (see the module docstring)."""
+    import torch
+
+    from msflow import baselines
+    from msflow.data import load_split
+    from msflow.train import resolve_device
+
+    torch.backends.cudnn.benchmark = True
+    torch.set_num_threads(2)
+    dev = resolve_device(args.device)
+    root = args.data_root or None
+    runs = Path(args.runs_dir) if args.runs_dir else ROOT / "results"
+    test, val = (load_split(args.dataset, s, 28, root) for s in ("test", "val"))
+    epochs = 1 if args.smoke else args.baseline_epochs
+
+    def member(seed: int):
+        def go() -> None:
+            cfg = baselines.BaselineConfig(dataset=args.dataset, epochs=epochs, seed=seed)
+            out = baselines.train_baseline(cfg, baselines.member_dir(runs / "baselines", args.dataset, epochs, seed), root, dev,
+                                           progress=False)
+            for split in (test, val):
+                baselines.cached_logits(out, split, device=dev)
+            if seed == 0:
+                baselines.cached_logits(out, test, mc_samples=args.mc_samples, device=dev)
+                (out / READY).touch()  # the generation measurements may use it now
+            log(f"{args.dataset}: ResNet-18 seed {seed}: best val acc {read_json(out / 'baseline.json')['best']}")
+        return go
+
+    for seed in range(args.ensemble):
+        stage(f"{args.dataset}: ResNet-18 seed {seed}", args.deadline, 20, member(seed))
+    return 0
+
+
+def pack(out: Path, runs: Path, logs: list[Path], since: float, part_mb: float = 15, max_weights_mb: float = 8) -> None:
     """fp16 copies of the selected weights, then the results files written since ``since`` and the logs, as a
     split .tar.gz in ``out``."""
     from msflow.results import load_weights, save_weights
 
+    too_big = set()
     for best in runs.glob("*/best.pt"):
         if best.stat().st_mtime < since:
             continue
@@ -150,8 +184,11 @@ def pack(out: Path, runs: Path, logs: list[Path], since: float, part_mb: float =
             save_weights(best, loaded.components.model, loaded.config, loaded.meta, half=True)
         except Exception:  # noqa: BLE001
             log(f"fp16 copy of {best} failed:\n{traceback.format_exc()}")
+        if best.stat().st_size > max_weights_mb * 1e6:  # not committable: the run's results files still come back
+            too_big.add(best)
+            log(f"{best.parent.name}: best.pt is {best.stat().st_size / 1e6:.1f} MB in fp16, left behind")
     keep = [p for p in runs.rglob("*") if p.is_file() and p.name not in ("train_state.pt", "final.pt", "baseline.pt")
-            and not p.name.startswith(".") and p.stat().st_mtime >= since]
+            and not p.name.startswith(".") and p.stat().st_mtime >= since and p not in too_big]
     blob = out / "results.tar.gz"
     with tarfile.open(blob, "w:gz", compresslevel=6) as tar:
         for p in keep:
@@ -168,13 +205,17 @@ def pack(out: Path, runs: Path, logs: list[Path], since: float, part_mb: float =
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("role", nargs="?", default="session", choices=("session", "worker"))
+    p.add_argument("role", nargs="?", default="session", choices=("session", "worker", "baselines"))
     p.add_argument("dataset", nargs="?", default="")
     p.add_argument("--datasets", nargs="*", default=list(DATASETS))
     p.add_argument("--profile", default="gpu")
     p.add_argument("--reference", default="pneumoniamnist", help="dataset of the gpu-reference run ('' for none)")
     p.add_argument("--budget", type=float, default=510, help="seconds for the whole session, packing included")
-    p.add_argument("--train-seconds", type=float, default=250, help="training time box of each run")
+    p.add_argument("--train-seconds", type=float, default=220, help="training time box of each run")
+    p.add_argument("--train-seconds-for", nargs="*", default=[], metavar="DATASET=SECONDS",
+                   help="another time box for a dataset's runs")
+    p.add_argument("--levers", nargs="*", default=["pneumoniamnist:gpu-wide"], metavar="DATASET:PROFILE",
+                   help="further runs, trained and evaluated only, for the recipes comparison")
     p.add_argument("--deadline", type=float, default=0, help=argparse.SUPPRESS)
     p.add_argument("--extras", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--draws", type=int, default=16)
@@ -190,6 +231,8 @@ def main() -> int:
     args = p.parse_args()
     if args.role == "worker":
         return worker(args)
+    if args.role == "baselines":
+        return baselines_worker(args)
 
     t_start = time.time()
     deadline = t_start + args.budget - 25  # leave time to pack
@@ -199,14 +242,18 @@ def main() -> int:
     runs.mkdir(parents=True, exist_ok=True)
     logs_dir = out.parent / "msflow-gpu-logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(ds, args.profile, 1) for ds in args.datasets]
+    seconds = {ds: args.train_seconds for ds in DATASETS} | {
+        k: float(v) for k, v in (item.split("=") for item in args.train_seconds_for)}
+    jobs = [("worker", ds, args.profile, 1) for ds in args.datasets]
+    jobs += [("baselines", ds, "resnet18", 0) for ds in args.datasets if args.ensemble > 0]
     if args.reference:
-        jobs.append((args.reference, "gpu-reference", 0))
+        jobs.append(("worker", args.reference, "gpu-reference", 0))
+    jobs += [("worker", *lever.split(":"), 0) for lever in args.levers]
     procs = []
-    for ds, profile, extras in jobs:
+    for role, ds, profile, extras in jobs:
         logf = logs_dir / f"{ds}-{profile}.log"
-        cmd = [sys.executable, __file__, "worker", ds, "--profile", profile, "--deadline", str(deadline),
-               "--extras", str(extras), "--train-seconds", str(args.train_seconds), "--draws", str(args.draws),
+        cmd = [sys.executable, __file__, role, ds, "--profile", profile, "--deadline", str(deadline),
+               "--extras", str(extras), "--train-seconds", str(seconds[ds]), "--draws", str(args.draws),
                "--ensemble", str(args.ensemble), "--baseline-epochs", str(args.baseline_epochs),
                "--mc-samples", str(args.mc_samples), "--per-class", str(args.per_class), "--device", args.device,
                "--data-root", args.data_root, "--runs-dir", str(runs)] + (["--smoke"] if args.smoke else [])

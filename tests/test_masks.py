@@ -92,3 +92,13 @@ def test_bad_class_counts():
         RGBCode(65)
     with pytest.raises(ValueError, match="unknown class code"):
         make_code("hsv", 3)
+
+
+def test_prototypes_on_a_device_are_copied_once():
+    code = RGBCode(4)
+    a, b = code.prototypes_on("cpu"), code.prototypes_on("cpu")
+    assert a is b and torch.equal(a, code.prototypes)
+    half = code.prototypes_on("cpu", torch.float64)
+    assert half.dtype == torch.float64 and torch.allclose(half.float(), code.prototypes)
+    labels = torch.tensor([0, 3])
+    assert torch.equal(code.encode(labels, 2, noise=False)[:, :, 0, 0], code.prototypes[labels])

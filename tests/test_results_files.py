@@ -94,6 +94,14 @@ def test_baseline_logits_are_kept_and_a_changed_recipe_is_refused(tmp_path, smal
         baselines.train_baseline(baselines.BaselineConfig(dataset="pneumoniamnist", epochs=3, batch_size=16), out, small_root)
 
 
+def test_baseline_folders_are_named_by_recipe(tmp_path):
+    # members of different lengths (a CPU run's few epochs, a GPU session's 20) do not share a folder
+    a, b = (baselines.member_dir(tmp_path, "bloodmnist", e, 0) for e in (2, 20))
+    assert a.name == "bloodmnist-resnet18-2e-seed0" and b.name == "bloodmnist-resnet18-20e-seed0"
+    assert baselines.member_dir(tmp_path, "bloodmnist", 20, 3).name == "bloodmnist-resnet18-20e-seed3"
+    assert a.parent == tmp_path
+
+
 def test_generation_metrics_record(run, small_root, monkeypatch):
     kw = dict(data_root=small_root, device="cpu", per_class=3, nfe=(1, 2, 4), solvers=("euler", "heun"),
               classifier_epochs=1, cas_images=10, progress=False)

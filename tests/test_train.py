@@ -8,7 +8,7 @@ import torch
 from msflow import cli, train as training
 from msflow.config import make_config
 from msflow.results import ConfigMismatchError, load_weights, save_weights
-from msflow.train import batch_indices, ema_decay_at, lr_at
+from msflow.train import batch_indices, ema_decay_at, ema_update, epoch_permutation, lr_at
 
 
 def test_lr_schedule_known_values():
@@ -28,6 +28,16 @@ def test_ema_decay_warmup():
     assert ema_decay_at(0, 0.7, False) == 0.7
 
 
+def test_ema_update_by_hand():
+    model, ema = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0), model.bias.fill_(2.0), ema.weight.fill_(0.0), ema.bias.fill_(0.0)
+    ema_update(ema, model, 0.75)  # 0.75 * 0 + 0.25 * value
+    assert ema.weight.tolist() == [[0.25, 0.25]] and ema.bias.tolist() == [0.5]
+    ema_update(ema, model, 0.5)
+    assert ema.weight.tolist() == [[0.625, 0.625]] and ema.bias.tolist() == [1.25]
+
+
 def test_batches_cover_each_epoch_once():
     n, b = 10, 4
     epoch0 = torch.cat([batch_indices(s, n, b, seed=0) for s in range(3)])
@@ -35,6 +45,9 @@ def test_batches_cover_each_epoch_once():
     assert sorted(epoch0.tolist()) == list(range(10)) and sorted(epoch1.tolist()) == list(range(10))
     assert len(batch_indices(2, n, b, 0)) == 2  # short last batch
     assert not torch.equal(epoch0, epoch1)
+    # the epoch's permutation passed in (as training does, once per epoch on its device) gives the same batches
+    perm1 = epoch_permutation(1, n, 0)
+    assert torch.equal(torch.cat([batch_indices(s, n, b, 0, perm1) for s in range(3, 6)]), epoch1)
 
 
 def test_checkpoint_round_trip_is_bit_identical(tmp_path):
