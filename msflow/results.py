@@ -40,11 +40,13 @@ class ConfigMismatchError(ValueError):
 def git_commit(path: str | os.PathLike | None = None) -> str:
     """The current git commit of the msflow checkout (``-dirty`` if uncommitted changes), or ``unknown``.
 
-    A copy of the tree without its git folder (a GPU machine the tree was sent to, say) reports the commit
-    named by ``$MSFLOW_GIT_COMMIT``, suffixed ``(declared)``.
+    A copy of the tree sent to another machine (a GPU machine, say) reports the commit named by
+    ``$MSFLOW_GIT_COMMIT``, suffixed ``(declared)``, whenever that variable is set.
     """
     cwd = Path(path) if path else Path(__file__).resolve().parent
     declared = os.environ.get("MSFLOW_GIT_COMMIT")
+    if declared:  # declared wins: a copied tree may carry a stale git folder (the GPU session's did)
+        return f"{declared} (declared)"
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         if rev.returncode != 0:

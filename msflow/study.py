@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from msflow.data import DataError, STUDY_DATASETS, get_info, locate, write_synthetic
 from msflow.paper import PAPER_MODEL_28, TABLE1
@@ -86,6 +86,16 @@ def pct(mean: float, std: float | None = None, digits: int = 1) -> str:
     return f"{100 * mean:.{digits}f}" + (f" ± {100 * std:.{digits}f}" if std is not None else "")
 
 
+EDITIONS = ("gpu-long", "gpu", "cpu-long", "cpu")  # the profiles the book's results chapter shows, in this order
+
+
+def editions(runs_dir: str | os.PathLike, first: str, datasets: Iterable[str] = STUDY_DATASETS) -> list[str]:
+    """``first``, then the other profiles of ``EDITIONS`` of which a finished run exists: the rows of the results page."""
+    datasets = list(datasets)
+    others = [p for p in EDITIONS if p != first and any((run_path(runs_dir, d, p) / "eval_test.json").exists() for d in datasets)]
+    return [first] + others
+
+
 def our_results(runs_dir: str | os.PathLike, profile: str, datasets: Iterable[str] = STUDY_DATASETS) -> dict[str, dict[str, Any]]:
     """Evaluation records (``eval_test.json``) of the finished runs of a profile, by dataset."""
     out = {}
@@ -96,8 +106,9 @@ def our_results(runs_dir: str | os.PathLike, profile: str, datasets: Iterable[st
     return out
 
 
-def results_table(ours: dict[str, dict[str, Any]], label: str, datasets: Iterable[str] = STUDY_DATASETS):
-    """One row per model, one (AUC, ACC) column pair per dataset: our runs first, then Table 1.
+def results_table(ours: dict[str, dict[str, dict[str, Any]]], datasets: Iterable[str] = STUDY_DATASETS):
+    """One row per model, one (AUC, ACC) column pair per dataset: our runs first (one row per profile, as
+    ``{profile: our_results(...)}``), then Table 1.
 
     AUC is the paper's distance AUC for our rows, as in the paper's MedSymmFlow rows. Missing results
     are shown as "not run". Rows from the paper are labelled "paper, Table 1" (``msflow.paper.SOURCE_PAPER`` cites it).
@@ -106,13 +117,14 @@ def results_table(ours: dict[str, dict[str, Any]], label: str, datasets: Iterabl
 
     datasets = [get_info(d).flag for d in datasets]
     rows = []
-    row: dict[str, Any] = {"model": label, "source": "this study"}
-    for ds in datasets:
-        rec = ours.get(ds)
-        m = rec["metrics"] if rec else None
-        row[(ds, "AUC")] = pct(m["mean"]["auc_paper"], m["std"]["auc_paper"]) if m else "not run"
-        row[(ds, "ACC")] = pct(m["mean"]["acc"], m["std"]["acc"]) if m else "not run"
-    rows.append(row)
+    for profile, runs in ours.items():
+        row: dict[str, Any] = {"model": f"MedSymmFlow (28), ours, {profile}", "source": "this study"}
+        for ds in datasets:
+            rec = runs.get(ds)
+            m = rec["metrics"] if rec else None
+            row[(ds, "AUC")] = pct(m["mean"]["auc_paper"], m["std"]["auc_paper"]) if m else "not run"
+            row[(ds, "ACC")] = pct(m["mean"]["acc"], m["std"]["acc"]) if m else "not run"
+        rows.append(row)
     for model, vals in TABLE1.items():
         r: dict[str, Any] = {"model": model, "source": "paper, Table 1"}
         for ds in datasets:
@@ -134,65 +146,70 @@ def smoke_results(datasets: Iterable[str] = STUDY_DATASETS) -> Path:
     return smoke_dir() / "runs"
 
 
-def runs_table(ours: dict[str, dict[str, Any]]):
-    """Provenance of each result: training length, wall time, device, commit, data."""
+def runs_table(ours: dict[str, dict[str, dict[str, Any]]]):
+    """Provenance of each result (``{profile: our_results(...)}``): training length, wall time, device, commit, data."""
     import pandas as pd
 
     rows = []
-    for ds, rec in ours.items():
-        t, prov = rec["training"], rec["provenance"]
-        rows.append({
-            "dataset": get_info(ds).title,
-            "profile": rec["config"]["profile"],
-            "parameters": f"{t['parameters'] / 1e6:.2f} M" if t.get("parameters") else "",
-            "steps": t["steps"],
-            "images seen": t["images_seen"],
-            "training, min": round(t["train_seconds"] / 60, 1),
-            "trained on": t["device"],
-            "trained at commit": (t.get("git_commit") or "not recorded")[:12],
-            "evaluated on": prov["device"],
-            "evaluated at commit": prov["git_commit"][:12],
-            "data": "synthetic" if rec["dataset"]["synthetic"] else f"MedMNIST, MD5 {rec['dataset']['md5'][:8]}",
-        })
-    return pd.DataFrame(rows).set_index("dataset") if rows else pd.DataFrame({"dataset": [], "note": []})
+    for profile, runs in ours.items():
+        for ds, rec in runs.items():
+            t, prov = rec["training"], rec["provenance"]
+            rows.append({
+                "dataset": get_info(ds).title,
+                "profile": profile,
+                "parameters": f"{t['parameters'] / 1e6:.2f} M" if t.get("parameters") else "",
+                "steps": t["steps"],
+                "images seen": t["images_seen"],
+                "training, min": round(t["train_seconds"] / 60, 1),
+                "trained on": t["device"],
+                "trained at commit": (t.get("git_commit") or "not recorded")[:12],
+                "evaluated on": prov["device"],
+                "evaluated at commit": prov["git_commit"][:12],
+                "data": "synthetic" if rec["dataset"]["synthetic"] else f"MedMNIST, MD5 {rec['dataset']['md5'][:8]}",
+            })
+    if not rows:
+        return pd.DataFrame({"dataset": [], "note": []})
+    return pd.DataFrame(rows).set_index(["dataset", "profile"]).sort_index(level=0, sort_remaining=False)
 
 
-def uncertainty_overview(runs_dir: str | os.PathLike, profile: str, datasets: Iterable[str] = STUDY_DATASETS):
-    """The uncertainty targets per dataset, from each run's ``uncertainty.json`` (written by the uncertainty
-    notebook); None if no run has one."""
-    import pandas as pd
-
-    rows = []
+def _recorded(runs_dir: str | os.PathLike, profiles: Iterable[str], name: str, datasets: Iterable[str]) -> Iterator[tuple[str, str, dict]]:
+    """``(dataset title, profile, record)`` of each run that holds the results file ``name``."""
+    profiles = list(profiles)
     for ds in datasets:
-        path = run_path(runs_dir, ds, profile) / "uncertainty.json"
-        if not path.exists():
-            continue
-        rec = read_json(path)
-        checks = {c["check"]: c for c in rec["checks"]}
-        for name, c in checks.items():
-            rows.append({"dataset": get_info(ds).title, "target": name, "MedSymmFlow score": c["MedSymmFlow"],
-                         "ours": round(c["ours"], 4), "reference": "not measured" if c["reference"] is None or c["reference"] != c["reference"] else round(c["reference"], 4),
+        for profile in profiles:
+            path = run_path(runs_dir, ds, profile) / name
+            if path.exists():
+                yield get_info(ds).title, profile, read_json(path)
+
+
+def uncertainty_overview(runs_dir: str | os.PathLike, profiles: Iterable[str], datasets: Iterable[str] = STUDY_DATASETS):
+    """The uncertainty targets per dataset and profile, from each run's ``uncertainty.json`` (written by the
+    uncertainty notebook); None if no run has one."""
+    import pandas as pd
+
+    rows = []
+    for title, profile, rec in _recorded(runs_dir, profiles, "uncertainty.json", datasets):
+        for c in rec["checks"]:
+            ref = c["reference"]
+            rows.append({"dataset": title, "profile": profile, "target": c["check"], "MedSymmFlow score": c["MedSymmFlow"],
+                         "ours": round(c["ours"], 4), "reference": "not measured" if ref is None or ref != ref else round(ref, 4),
                          "met": c["met"],
                          "baselines": f"{rec['settings']['ensemble']} ResNet-18, {rec['settings']['baseline_epochs']} epochs"})
-    return pd.DataFrame(rows).set_index(["dataset", "target"]) if rows else None
+    return pd.DataFrame(rows).set_index(["dataset", "profile", "target"]) if rows else None
 
 
-def generation_overview(runs_dir: str | os.PathLike, profile: str, datasets: Iterable[str] = STUDY_DATASETS):
+def generation_overview(runs_dir: str | os.PathLike, profiles: Iterable[str], datasets: Iterable[str] = STUDY_DATASETS):
     """Generation at each run's own setting (the paper's 25 Euler steps unless the profile says otherwise), from
-    ``generation.json``; None if no run has one."""
+    ``generation.json``, per dataset and profile; None if no run has one."""
     import pandas as pd
 
     rows = []
-    for ds in datasets:
-        path = run_path(runs_dir, ds, profile) / "generation.json"
-        if not path.exists():
-            continue
-        rec = read_json(path)
+    for title, profile, rec in _recorded(runs_dir, profiles, "generation.json", datasets):
         solver, nfe = rec["settings"]["key"]
         key = next(r for r in rec["sweep"] if (r["solver"], r["nfe"]) == (solver, nfe))
         cas = rec["cas"]
         rows.append({
-            "dataset": get_info(ds).title, "setting": f"{solver}, {nfe} NFE",
+            "dataset": title, "profile": profile, "setting": f"{solver}, {nfe} NFE",
             "Fréchet distance": round(key["frechet"], 2),
             "floor: validation split": f"{rec['floor']['val']['frechet']:.2f} ({rec['floor']['val']['n']} images)",
             "training images, as many": round(rec["floor"]["frechet"], 2),
@@ -204,27 +221,30 @@ def generation_overview(runs_dir: str | os.PathLike, profile: str, datasets: Ite
             "images/s": f"{key['images_per_second']:.0f} ({rec['provenance']['device']})",
             "samples per class": rec["settings"]["per_class"],
         })
-    return pd.DataFrame(rows).set_index("dataset") if rows else None
+    return pd.DataFrame(rows).set_index(["dataset", "profile"]) if rows else None
 
 
-def results_prose(ours: dict[str, dict[str, Any]], profile: str, datasets: Iterable[str] = STUDY_DATASETS) -> str:
-    """One Markdown sentence per dataset, every number read from the results files."""
+def results_prose(ours: dict[str, dict[str, dict[str, Any]]], datasets: Iterable[str] = STUDY_DATASETS) -> str:
+    """One Markdown line per dataset and profile (``{profile: our_results(...)}``), every number read from the
+    results files."""
     lines = []
     for ds in datasets:
         info = get_info(ds)
-        rec = ours.get(info.flag)
-        if rec is None:
-            lines.append(f"- **{info.title}**: no `{profile}` run here yet.")
-            continue
-        m, t = rec["metrics"], rec["training"]
         auc, acc = TABLE1[PAPER_MODEL_28][info.flag]
-        lines.append(
-            f"- **{info.title}**: accuracy {pct(m['mean']['acc'], m['std']['acc'])} % (paper: {acc:.1f}), "
-            f"AUC {pct(m['mean']['auc_paper'], m['std']['auc_paper'])} % by the paper's definition (paper: {auc:.1f}) and "
-            f"{pct(m['mean']['auc_medmnist'], m['std']['auc_medmnist'])} % by the MedMNIST evaluator's, "
-            f"over {m['settings']['repeats']} stochastic passes, after {t['images_seen']:,} training images "
-            f"({t['train_seconds'] / 60:.0f} min on {t['device']})."
-        )
+        found = {p: runs[info.flag] for p, runs in ours.items() if info.flag in runs}
+        if not found:
+            lines.append(f"- **{info.title}**: no run of {', '.join(f'`{p}`' for p in ours) or 'any profile'} here yet.")
+            continue
+        lines.append(f"- **{info.title}** (paper: accuracy {acc:.1f} %, AUC {auc:.1f} %):")
+        for profile, rec in found.items():
+            m, t = rec["metrics"], rec["training"]
+            lines.append(
+                f"  - `{profile}`: accuracy {pct(m['mean']['acc'], m['std']['acc'])} %, "
+                f"AUC {pct(m['mean']['auc_paper'], m['std']['auc_paper'])} % by the paper's definition and "
+                f"{pct(m['mean']['auc_medmnist'], m['std']['auc_medmnist'])} % by the MedMNIST evaluator's, "
+                f"over {m['settings']['repeats']} stochastic passes, after {t['images_seen']:,} training images "
+                f"({t['train_seconds'] / 60:.1f} min on {t['device']})."
+            )
     return "\n".join(lines)
 
 

@@ -21,7 +21,7 @@ import papermill as pm
 
 from msflow.config import make_config
 from msflow.data import STUDY_DATASETS, get_info
-from msflow.study import data_status, run_path
+from msflow.study import data_status, editions, run_path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -81,11 +81,15 @@ def execute(name: str, out: Path, params: dict, force: bool, log: list[str]) -> 
 
 
 def write_toc(profile: str) -> None:
-    """List the executed pages under the results chapter: each dataset's run pages, then its recipe comparison."""
+    """List the executed pages under the results chapter: per dataset, the run pages of ``profile`` and then of
+    every other profile executed here (``book/executed/<flag>-<profile>/``), then its recipe comparison."""
     entries = []
     for ds in STUDY_DATASETS:
         info = get_info(ds)
-        pages = [(f"{info.flag}-{profile}/{stage}", f"{info.title}: {TITLES.get(stage, stage)}") for stage in STAGES + EXTRAS]
+        done = sorted(f.name[len(info.flag) + 1:] for f in EXECUTED.glob(f"{info.flag}-*") if f.is_dir())
+        profiles = [profile] + [p for p in done if p != profile]
+        pages = [(f"{info.flag}-{p}/{stage}", f"{info.title}, {p}: {TITLES.get(stage, stage)}")
+                 for p in profiles for stage in STAGES + EXTRAS]
         pages.append((f"{info.flag}-recipes", f"{info.title}: recipes compared"))
         entries += [f"          - file: book/executed/{page}\n            title: \"{title}\""
                     for page, title in pages if (EXECUTED / f"{page}.ipynb").exists()]
@@ -149,7 +153,8 @@ def main() -> int:
         flag = get_info(ds).flag
         ok &= execute("recipes", EXECUTED / f"{flag}-recipes.ipynb",
                       {"dataset": flag, "profiles": ",".join(args.compare), "runs_dir": RUNS}, True, log)
-    ok &= execute("summary", EXECUTED / "summary.ipynb", {"profile": args.profile, "runs_dir": RUNS}, True, log)
+    profiles = editions(ROOT / "results", args.profile)  # this profile's rows first, then the others that have runs
+    ok &= execute("summary", EXECUTED / "summary.ipynb", {"profiles": ",".join(profiles), "runs_dir": RUNS}, True, log)
     ok &= execute("explore", EXECUTED / "explore.ipynb", {"profile": args.profile, "runs_dir": RUNS, "data_root": args.data_root},
                   True, log)
     write_toc(args.profile)

@@ -79,7 +79,8 @@ def test_summary_reads_every_smoke_result(smoke_env, tmp_path):
     text = "".join(prose)
     for title in ("PneumoniaMNIST", "BloodMNIST", "DermaMNIST", "RetinaMNIST"):
         assert title in text
-    assert "(paper: 88.0)" in text  # the paper's PneumoniaMNIST accuracy, labelled as the paper's
+    assert "(paper: accuracy 88.0 %, AUC 95.2 %)" in text  # the paper's PneumoniaMNIST numbers, labelled as the paper's
+    assert "`smoke`: accuracy" in text  # one line per profile
 
 
 def test_explore_saves_the_default_view_of_every_panel(smoke_env, tmp_path):

@@ -192,6 +192,13 @@ def test_declared_commit_outside_a_checkout(tmp_path, monkeypatch):
     assert results.git_commit(tmp_path) == "unknown"
 
 
+def test_declared_commit_wins_inside_a_checkout(monkeypatch):
+    # a tree copied with a stale git folder must not report that folder's commit as the code that ran
+    assert not results.git_commit(ROOT).endswith("(declared)")
+    monkeypatch.setenv("MSFLOW_GIT_COMMIT", "0123abc")
+    assert results.git_commit(ROOT) == "0123abc (declared)"
+
+
 def _gpu_session():
     spec = importlib.util.spec_from_file_location("gpu_session", ROOT / "scripts" / "gpu_session.py")
     module = importlib.util.module_from_spec(spec)
