@@ -248,20 +248,28 @@ def generation_metrics(
     bcfg = baselines.BaselineConfig(dataset=info.flag, epochs=classifier_epochs, seed=0)
     clf, _ = baselines.load_baseline(baselines.train_baseline(bcfg, classifier_dir, data_root, dev, progress), dev)
     y_test = test.labels.numpy()
+    cache: dict[str, np.ndarray] = {}
+
+    def real_features(split) -> np.ndarray:  # each split's features once, for the floors, the sweep and the accuracy
+        if split.name not in cache:
+            cache[split.name] = baselines.features(clf, split.images)
+        return cache[split.name]
+
     if record is None:
         record = {"run": run_dir.name, "dataset": {"flag": info.flag, "md5_test": test.md5, "synthetic": test.synthetic},
-                  "settings": settings, **_generation_sweep(loaded, run_dir, clf, train_split, test, settings, progress)}
+                  "settings": settings, **_generation_sweep(loaded, run_dir, clf, real_features(train_split), real_features(test),
+                                                            train_split.labels.numpy(), settings, progress)}
     record["settings"] = settings
     if "val" not in record["floor"]:
         # The feature network was trained on the training split, so its features of training images are not those of
         # unseen images; the validation split, which it never trained on, is the floor that is read on equal terms.
-        real_val, real_test = baselines.features(clf, val.images), baselines.features(clf, test.images)
+        real_val, real_test = real_features(val), real_features(test)
         pr = fidelity.precision_recall(real_test, real_val)
         record["floor"]["val"] = {"frechet": fidelity.frechet_distance(real_test, real_val), "precision": pr.precision,
                                   "recall": pr.recall, "n": len(val)}
     record["classifier"] = {"network": "ResNet-18 (msflow.baselines)", "layer": "penultimate, 512-d",
                             "dir": Path(classifier_dir).name, "epochs": classifier_epochs,
-                            "test_accuracy": float((baselines.predict_images(clf, test.images) == y_test).mean())}
+                            "test_accuracy": float((_heads(clf, real_features(test)) == y_test).mean())}
     if record.get("cas_settings") == cas_settings and "cas" in record:  # only what an older record lacked was added
         record["provenance"] = provenance(dev)
         write_json(out_path, record)
@@ -290,21 +298,24 @@ def generation_metrics(
     return record
 
 
-def _generation_sweep(loaded: LoadedModel, run_dir: Path, clf, train_split, test, settings: dict[str, Any],
-                      progress: bool) -> dict[str, Any]:
+def _heads(clf, feats: np.ndarray) -> np.ndarray:
+    """The classes a ResNet-18 predicts from its own penultimate features (its head alone)."""
+    with torch.no_grad():
+        return clf.fc(torch.from_numpy(feats).to(next(clf.parameters()).device)).argmax(1).cpu().numpy()
+
+
+def _generation_sweep(loaded: LoadedModel, run_dir: Path, clf, real_train: np.ndarray, real_test: np.ndarray,
+                      y_train: np.ndarray, settings: dict[str, Any], progress: bool) -> dict[str, Any]:
     """The floor and the solver/NFE sweep of :func:`generation_metrics`; writes the key setting's samples."""
     from msflow import baselines, fidelity
 
     cfg, info = loaded.config, loaded.components.info
     dev = next(loaded.components.model.parameters()).device
     per_class, seed = settings["per_class"], settings["seed"]
-    real_test = baselines.features(clf, test.images)
-    real_train = baselines.features(clf, train_split.images)
     labels = torch.arange(info.num_classes).repeat_interleave(per_class)
     # The floor is read from real training images of the generated sets' size and class composition, since
     # both the Fréchet distance and precision/recall depend on them; the whole training split is kept beside it.
     rng = np.random.default_rng(seed)
-    y_train = train_split.labels.numpy()
     matched = np.concatenate([rng.choice(np.flatnonzero(y_train == k), per_class, replace=per_class > (y_train == k).sum())
                               for k in range(info.num_classes)])
     floor_pr = fidelity.precision_recall(real_test, real_train[matched])
@@ -323,8 +334,7 @@ def _generation_sweep(loaded: LoadedModel, run_dir: Path, clf, train_split, test
         seconds = time.perf_counter() - t0
         feats = baselines.features(clf, gen.images)
         pr = fidelity.precision_recall(real_test, feats)
-        with torch.no_grad():  # the classifier's head on the same features: its predicted classes
-            hit = clf.fc(torch.from_numpy(feats).to(dev)).argmax(1).cpu().numpy() == labels.numpy()
+        hit = _heads(clf, feats) == labels.numpy()  # the classifier's head on the same features: its predicted classes
         rows.append({"solver": solver, "nfe": budget, "frechet": fidelity.frechet_distance(real_test, feats),
                      "precision": pr.precision, "recall": pr.recall, "class_fidelity": float(hit.mean()),
                      "class_fidelity_per_class": [float(hit[labels.numpy() == k].mean()) for k in range(info.num_classes)],

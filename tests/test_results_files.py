@@ -233,6 +233,40 @@ def test_gpu_session_packs_new_results_in_parts(tmp_path, run):
     assert "results/pneumoniamnist-gpu/train_state.pt" not in names and "results/old-run/eval_test.json" not in names
     weights = torch.load(new / "best.pt", weights_only=False)["weights"]  # the packed checkpoint is fp16
     assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    # a checkpoint too large to commit stays behind; the run's results files still come back
+    out2 = tmp_path / "out2"
+    out2.mkdir()
+    session.pack(out2, runs_dir, [], since=100.0, max_weights_mb=1e-3)
+    with tarfile.open(next(out2.iterdir())) as tar:
+        names = set(tar.getnames())
+    assert "results/pneumoniamnist-gpu/train.json" in names and "results/pneumoniamnist-gpu/best.pt" not in names
+
+
+def test_results_page_editions(tmp_path):
+    for run in ("pneumoniamnist-cpu", "bloodmnist-gpu-long", "retinamnist-other"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "eval_test.json").write_text("{}")
+    # the asked profile first (even without runs), then the book's editions that have a finished run, in order
+    assert study.editions(tmp_path, "gpu") == ["gpu", "gpu-long", "cpu"]
+    assert study.editions(tmp_path, "cpu") == ["cpu", "gpu-long"]
+
+
+def test_toc_lists_every_executed_profile(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("study_script", ROOT / "scripts" / "study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    executed = tmp_path / "book" / "executed"
+    for page in ("pneumoniamnist-cpu/train", "pneumoniamnist-gpu/train", "pneumoniamnist-gpu/evaluate", "pneumoniamnist-recipes"):
+        (executed / page).parent.mkdir(parents=True, exist_ok=True)
+        (executed / f"{page}.ipynb").write_text("{}")
+    monkeypatch.setattr(module, "EXECUTED", executed)
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    module.write_toc("gpu")
+    toc = (tmp_path / "_toc.yml").read_text()
+    order = [toc.index(f"book/executed/{p}\n") for p in ("pneumoniamnist-gpu/train", "pneumoniamnist-gpu/evaluate",
+                                                           "pneumoniamnist-cpu/train", "pneumoniamnist-recipes")]
+    assert order == sorted(order) and 'title: "PneumoniaMNIST, cpu: train"' in toc
+    assert "bloodmnist" not in toc
 
 
 def test_study_notebook_params():
