@@ -220,7 +220,7 @@ def train(
             best = record
             save_weights(run_dir / "best.pt", ema, cfg, {"step": step, "val": record, "provenance": provenance(device)})
 
-    t_start = t_cuda = time.perf_counter()
+    t_start = t_mark = time.perf_counter()
     if isinstance(running, torch.Tensor):
         running = float(running)
     bar = tqdm(total=total, initial=step, desc=f"train {cfg.data.dataset}", disable=not progress, unit="step")
@@ -228,7 +228,6 @@ def train(
         with _interrupt_as_keyboard():
             model.train()
             while step < total:
-                t0 = time.perf_counter()
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total, tc.lr, tc.warmup_frac)
                 g = step_generator(cfg.seed, step, device)
@@ -255,12 +254,9 @@ def train(
                 # the running loss stays on the device: reading it every step would stall the GPU queue
                 loss_t = out.loss.detach().float()
                 running = loss_t if running is None else 0.98 * torch.as_tensor(running, device=device) + 0.02 * loss_t
-                if device.type != "cuda":
-                    elapsed["train"] += time.perf_counter() - t0
                 if step % eval_every == 0 or step == total or step % tc.checkpoint_every == 0:
-                    running = float(running)  # one host sync
-                    if device.type == "cuda":
-                        elapsed["train"] += time.perf_counter() - t_cuda
+                    running = float(running)  # one host sync: the device has finished the steps timed since the last
+                    elapsed["train"] += time.perf_counter() - t_mark
                 if step % eval_every == 0 or step == total:
                     validate(running)
                     bar.set_postfix(loss=f"{running:.4f}", val_acc=f"{history[-1]['val_acc']:.3f}")
@@ -271,11 +267,13 @@ def train(
                     t_start = time.perf_counter()
                     save_state()
                 if isinstance(running, float):
-                    t_cuda = time.perf_counter()  # on CUDA, training time is measured between host syncs
+                    t_mark = time.perf_counter()  # training time is measured between host syncs, without validation
                 bar.update(1)
                 if on_step is not None:
                     on_step(step)
     except KeyboardInterrupt:
+        if not isinstance(running, float):  # stopped between syncs: the steps since the last one count too
+            elapsed["train"] += time.perf_counter() - t_mark
         elapsed["total"] += time.perf_counter() - t_start
         save_state()
         bar.close()
