@@ -270,12 +270,10 @@ def generation_metrics(
     record["classifier"] = {"network": "ResNet-18 (msflow.baselines)", "layer": "penultimate, 512-d",
                             "dir": Path(classifier_dir).name, "epochs": classifier_epochs,
                             "test_accuracy": float((_heads(clf, real_features(test)) == y_test).mean())}
-    if record.get("cas_settings") == cas_settings and "cas" in record:  # only what an older record lacked was added
-        record["provenance"] = provenance(dev)
-        write_json(out_path, record)
-        return record
     record["provenance"] = provenance(dev)
     write_json(out_path, record)  # the sweep and floors are kept even if the CAS below is interrupted (it completes them)
+    if record.get("cas_settings") == cas_settings and "cas" in record:  # only what an older record lacked was added
+        return record
     # Classification Accuracy Score: train on generated images only, with the real training split's class frequencies
     n_cas = min(cas_images or len(train_split), len(train_split))
     order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(seed))[:n_cas]

@@ -92,8 +92,7 @@ EDITIONS = ("gpu-long", "gpu", "cpu-long", "cpu")  # the profiles the book's res
 def editions(runs_dir: str | os.PathLike, first: str, datasets: Iterable[str] = STUDY_DATASETS) -> list[str]:
     """``first``, then the other profiles of ``EDITIONS`` of which a finished run exists: the rows of the results page."""
     datasets = list(datasets)
-    others = [p for p in EDITIONS if p != first and any((run_path(runs_dir, d, p) / "eval_test.json").exists() for d in datasets)]
-    return [first] + others
+    return [first] + [p for p in EDITIONS if p != first and our_results(runs_dir, p, datasets)]
 
 
 def our_results(runs_dir: str | os.PathLike, profile: str, datasets: Iterable[str] = STUDY_DATASETS) -> dict[str, dict[str, Any]]:

@@ -67,22 +67,28 @@ def stage(name: str, deadline: float, need: float, fn) -> bool:
     return True
 
 
-def worker(args: argparse.Namespace) -> int:
-    """Train, evaluate and measure one dataset (see the module docstring)."""
+def setup(args: argparse.Namespace):
+    """A worker process's device, data root and runs folder; cuDNN autotuning, and two threads per process
+    (several processes share the machine's cores)."""
     import torch
 
+    from msflow.train import resolve_device
+
+    torch.backends.cudnn.benchmark = True
+    torch.set_num_threads(2)
+    return resolve_device(args.device), args.data_root or None, Path(args.runs_dir) if args.runs_dir else ROOT / "results"
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Train, evaluate and measure one dataset (see the module docstring)."""
     from msflow import baselines
     from msflow.config import apply_overrides, make_config
     from msflow.runs import evaluate_run, generation_metrics, multi_pass_run
     from msflow.study import run_path
-    from msflow.train import resolve_device, steps_for_budget, train
+    from msflow.train import steps_for_budget, train
 
-    torch.backends.cudnn.benchmark = True
-    torch.set_num_threads(2)  # several processes share the machine's cores
     deadline = args.deadline
-    dev = resolve_device(args.device)
-    root = args.data_root or None
-    runs = Path(args.runs_dir) if args.runs_dir else ROOT / "results"
+    dev, root, runs = setup(args)
     profile = "smoke" if args.smoke else args.profile
     cfg = make_config(args.dataset, profile)
     run = run_path(runs, cfg.data.dataset, args.profile)
@@ -138,18 +144,12 @@ def worker(args: argparse.Namespace) -> int:
 
 def baselines_worker(args: argparse.Namespace) -> int:
     """Train one dataset's ResNet-18 ensemble and keep its logits (see the module docstring)."""
-    import torch
-
     from msflow import baselines
     from msflow.data import load_split
-    from msflow.train import resolve_device
 
-    torch.backends.cudnn.benchmark = True
-    torch.set_num_threads(2)
-    dev = resolve_device(args.device)
-    root = args.data_root or None
-    runs = Path(args.runs_dir) if args.runs_dir else ROOT / "results"
-    test, val = (load_split(args.dataset, s, 28, root) for s in ("test", "val"))
+    dev, root, runs = setup(args)
+    size = baselines.BaselineConfig(dataset=args.dataset).size  # the file the baselines train on
+    test, val = (load_split(args.dataset, s, size, root) for s in ("test", "val"))
     epochs = 1 if args.smoke else args.baseline_epochs
 
     def member(seed: int):
