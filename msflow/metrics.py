@@ -171,3 +171,10 @@ def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> 
     m = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(m, (np.asarray(labels), np.asarray(pred)), 1)
     return m
+
+
+def per_class_recall(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float | None]:
+    """Recall of each class (share of its images predicted as it); ``None`` for a class with no images."""
+    m = confusion_matrix(pred, labels, num_classes)
+    support = m.sum(axis=1)
+    return [float(m[k, k] / support[k]) if support[k] else None for k in range(num_classes)]

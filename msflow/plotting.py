@@ -134,6 +134,28 @@ def plot_history(history: Sequence[dict], x: str = "images", title: str = "", ax
     return ax
 
 
+def plot_class_recall(history: Sequence[dict], labels: Sequence[str], x: str = "images", title: str = "", ax=None):
+    """Per-class validation recall against training images seen (records with ``val_recall`` only)."""
+    plt = _plt()
+    rows = [h for h in history if h.get("val_recall") is not None]
+    if not rows:
+        raise ValueError("the history has no per-class recall (runs trained before it was recorded); retrain to see it")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.4))
+    xs = np.array([h[x] for h in rows], dtype=float)
+    colors = plt.get_cmap("tab10")
+    for k, name in enumerate(labels):
+        ys = [np.nan if h["val_recall"][k] is None else 100 * h["val_recall"][k] for h in rows]
+        ax.plot(xs, ys, marker="o", ms=2.5, lw=1.2, color=colors(k % 10), label=name)
+    ax.set_xlabel({"images": "training images seen", "train_seconds": "training wall time, s", "step": "step"}.get(x, x))
+    ax.set_ylabel("validation recall, %")
+    ax.set_ylim(-3, 103)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(labels) > 4 else 1)
+    return ax
+
+
 def plot_trajectory(frames: np.ndarray, times: Sequence[float], title: str = "", row_labels: Sequence[str] | None = None, size: float = 1.1):
     """States along an ODE path: ``frames`` is ``(T, B, H, W, C)`` uint8; one row per sample, one column per time."""
     plt = _plt()

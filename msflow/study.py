@@ -247,6 +247,27 @@ def results_prose(ours: dict[str, dict[str, dict[str, Any]]], datasets: Iterable
     return "\n".join(lines)
 
 
+def confusion_prose(confusion, names: list[str], below: float = 0.5) -> str:
+    """A Markdown sentence on the classes whose recall is under ``below``, each with the class it is most often
+    taken for (rows of ``confusion`` = true class), or that every class reaches it."""
+    import numpy as np
+
+    m = np.asarray(confusion)
+    support = m.sum(axis=1)
+    weak = []
+    for k, name in enumerate(names):
+        if not support[k] or m[k, k] / support[k] >= below:
+            continue
+        others = m[k].copy()
+        others[k] = -1
+        j = int(others.argmax())
+        weak.append(f"{name} (recall {100 * m[k, k] / support[k]:.1f} %; {100 * m[k, j] / support[k]:.1f} % of its "
+                    f"{support[k]:,} images are taken for {names[j]})")
+    if not weak:
+        return f"Every class has a recall of at least {100 * below:.0f} % in this pass."
+    return (f"Classes with a recall under {100 * below:.0f} % in this pass: " + "; ".join(weak) + ".")
+
+
 def explorer_runs(runs_dir: str | os.PathLike, profile: str, root: str | None, smoke: bool = False,
                   quick_steps: int = 300, device: str = "auto") -> dict[str, Path]:
     """Runs for the exploration page: the finished runs of ``profile`` whose data is here; if there are

@@ -214,6 +214,8 @@ def train(
             "loss": loss,
             "val_acc": metrics.accuracy(p.pred, p.labels),
             "val_auc": metrics.auc_distance(p.distances, p.labels),
+            # which classes the run has learned to tell apart, and when (MSE on class codes learns some classes late)
+            "val_recall": metrics.per_class_recall(p.pred, p.labels, val_split.info.num_classes),
         }
         history.append(record)
         if not best or record[f"val_{tc.select}"] > best[f"val_{tc.select}"]:

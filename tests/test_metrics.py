@@ -98,6 +98,8 @@ def test_error_detection_and_confusion():
     assert np.isnan(metrics.error_detection_auroc(np.ones(3, bool), np.zeros(3)))
     m = metrics.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
     assert m.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    # recall per class: class 2 has two images, one right; class 3 has none
+    assert metrics.per_class_recall(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 4) == [1.0, 1.0, 0.5, None]
 
 
 def test_softmax_by_hand_over_the_class_axis():

@@ -92,3 +92,12 @@ def test_explore_saves_the_default_view_of_every_panel(smoke_env, tmp_path):
     assert len(figures) == 4
     texts = [m["state"]["value"] for m in state.values() if m["model_name"] == "HTMLModel"]
     assert any("rejecting the" in t and "errors and" in t for t in texts)
+
+
+def test_confusion_prose_names_the_classes_taken_for_others():
+    from msflow.study import confusion_prose
+
+    m = [[9, 1, 0], [0, 10, 0], [0, 8, 2]]  # class c: recall 20 %, mostly taken for b
+    assert confusion_prose(m, ["a", "b", "c"]) == (
+        "Classes with a recall under 50 % in this pass: c (recall 20.0 %; 80.0 % of its 10 images are taken for b).")
+    assert confusion_prose([[5, 0], [1, 4]], ["a", "b"]).startswith("Every class has a recall of at least 50 %")

@@ -20,3 +20,19 @@ def test_accuracy_rejection_keeps_every_curve_apart():
     assert paper.get_color() == "k" and paper.get_linestyle() == "--" and paper.get_marker() == "s"
     assert lines["ResNet-18 a"].get_linestyle() == "--" and lines["MedSymmFlow score 0"].get_linestyle() == "-"
     assert np.allclose(lines["MedSymmFlow score 3"].get_ydata(), 53.0)  # in percent
+
+
+def test_class_recall_draws_one_line_per_class_in_percent():
+    history = [{"images": 64, "val_acc": 0.5}]  # recorded before per-class recall: skipped
+    history += [{"images": 128 * i, "val_recall": [0.1 * i, None, 1.0]} for i in (1, 2)]
+    ax = plotting.plot_class_recall(history, ["a", "b", "c"])
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines) == ["a", "b", "c"]
+    assert np.allclose(lines["a"].get_xdata(), [128, 256]) and np.allclose(lines["a"].get_ydata(), [10, 20])
+    assert np.isnan(lines["b"].get_ydata()).all() and np.allclose(lines["c"].get_ydata(), 100)
+    try:
+        plotting.plot_class_recall(history[:1], ["a"])
+    except ValueError as e:
+        assert "retrain" in str(e)
+    else:
+        raise AssertionError("a history without per-class recall must be refused")
