@@ -28,6 +28,37 @@ def class_palette_indices(num_classes: int) -> torch.Tensor:
     return torch.div(63 * k, num_classes - 1, rounding_mode="floor")
 
 
+CORNERS = (0, 3, 12, 15, 48, 51, 60, 63)  # palette indices of the colour cube's corners (levels 0 and 225 only)
+
+
+def spread_palette_indices(num_classes: int) -> torch.Tensor:
+    """Palette indices as far apart as the palette allows, ascending (class 0 stays black).
+
+    Up to 8 classes take the subset of cube corners with the largest smallest pairwise distance (then the
+    largest total distance, then the smallest indices): opposite corners for 2 (the paper's code), a
+    tetrahedron for 3 and 4, corners one cube edge apart for 5 to 8. Beyond 8, palette colours are added
+    one at a time, each the farthest from those already chosen. The paper's evenly indexed code puts
+    RetinaMNIST's grades 1 to 4 a quarter of an edge apart on one line, where the average of two grades'
+    colours is a third grade's.
+    """
+    from itertools import combinations
+
+    _check_k(num_classes)
+    colours = palette().double()
+    dist = torch.cdist(colours, colours)
+    if num_classes <= len(CORNERS):
+        def rank(subset):
+            pairs = [dist[a, b].item() for a, b in combinations(subset, 2)]
+            return (-min(pairs), -sum(pairs), subset)
+
+        return torch.tensor(min(combinations(CORNERS, num_classes), key=rank))
+    chosen = list(CORNERS)
+    while len(chosen) < num_classes:
+        nearest = dist[:, chosen].min(dim=1).values
+        chosen.append(int(nearest.argmax()))  # ties: the smallest index; chosen colours have distance 0
+    return torch.tensor(sorted(chosen))
+
+
 @dataclass(frozen=True)
 class Decoded:
     """A decoded label map.
@@ -110,15 +141,24 @@ class RGBCode(ClassCode):
 
     channels = 3
 
+    indices = staticmethod(class_palette_indices)
+
     def __init__(self, num_classes: int, beta: float = 4.0):
         super().__init__(num_classes, beta)
-        self.prototypes = palette()[class_palette_indices(num_classes)].double().div(255).mul(2).sub(1).float()
+        self.prototypes = palette()[self.indices(num_classes)].double().div(255).mul(2).sub(1).float()
         self.noise_halfwidth = self.beta / 255
 
     def distances(self, y_hat: torch.Tensor) -> torch.Tensor:
         proto = self.prototypes_on(y_hat.device, y_hat.dtype)
         diff = y_hat[:, None] - proto[None, :, :, None, None]  # (B, K, 3, H, W)
         return diff.square().sum(dim=2).sqrt().mean(dim=(-2, -1))
+
+
+class SpreadRGBCode(RGBCode):
+    """The RGB code with the class colours spread as far apart as the palette allows
+    (:func:`spread_palette_indices`); identical to MedSymmFlow's for two classes."""
+
+    indices = staticmethod(spread_palette_indices)
 
 
 class GrayCode(ClassCode):
@@ -141,11 +181,11 @@ class GrayCode(ClassCode):
         return (mean[:, None] - self.prototypes_on(y_hat.device, y_hat.dtype)[None, :, 0]).abs()
 
 
-CODES = {"rgb": RGBCode, "gray": GrayCode}
+CODES = {"rgb": RGBCode, "rgb-spread": SpreadRGBCode, "gray": GrayCode}
 
 
 def make_code(kind: str, num_classes: int, beta: float = 4.0) -> ClassCode:
-    """Build a code by name: ``"rgb"`` or ``"gray"``."""
+    """Build a code by name: ``"rgb"``, ``"rgb-spread"`` or ``"gray"``."""
     if kind not in CODES:
         raise ValueError(f"unknown class code {kind!r}; choose one of {sorted(CODES)}")
     return CODES[kind](num_classes, beta)

@@ -1,7 +1,9 @@
+from itertools import combinations
+
 import pytest
 import torch
 
-from msflow.masks import GrayCode, RGBCode, class_palette_indices, make_code, palette
+from msflow.masks import GrayCode, RGBCode, SpreadRGBCode, class_palette_indices, make_code, palette, spread_palette_indices
 
 
 def test_palette_order_and_levels():
@@ -28,6 +30,40 @@ def test_class_palette_indices(k, expected):
     assert class_palette_indices(k).tolist() == expected
 
 
+EDGE = 225 / 255 * 2  # one edge of the colour cube in [-1, 1] units
+
+
+def _smallest_gap(prototypes: torch.Tensor) -> float:
+    return min((a - b).norm().item() for a, b in combinations(prototypes, 2))
+
+
+@pytest.mark.parametrize(
+    "k, expected, gap",
+    [
+        (2, [0, 63], 3**0.5 * EDGE),  # opposite corners: the paper's code
+        (3, [0, 15, 51], 2**0.5 * EDGE),  # a face diagonal apart
+        (4, [0, 15, 51, 60], 2**0.5 * EDGE),  # a regular tetrahedron
+        (5, [0, 3, 12, 48, 63], EDGE),  # RetinaMNIST: three times the paper's smallest gap
+        (8, [0, 3, 12, 15, 48, 51, 60, 63], EDGE),  # BloodMNIST: every corner
+    ],
+)
+def test_spread_code_known_values(k, expected, gap):
+    assert spread_palette_indices(k).tolist() == expected
+    code = SpreadRGBCode(k)
+    assert _smallest_gap(code.prototypes) == pytest.approx(gap, rel=1e-6)
+    assert _smallest_gap(code.prototypes) >= _smallest_gap(RGBCode(k).prototypes) - 1e-6
+
+
+def test_spread_code_no_subset_of_corners_does_better():
+    corners = palette()[[0, 3, 12, 15, 48, 51, 60, 63]].double() / 255 * 2 - 1
+    for k in (3, 4, 5):
+        best = max(_smallest_gap(corners[list(s)]) for s in combinations(range(8), k))
+        assert _smallest_gap(SpreadRGBCode(k).prototypes.double()) == pytest.approx(best)
+    # beyond the corners: distinct colours, all eight corners kept, then the farthest colour from them (the centre-most)
+    nine = spread_palette_indices(9).tolist()
+    assert len(set(nine)) == 9 and {0, 3, 12, 15, 48, 51, 60, 63} < set(nine) and 21 in nine
+
+
 def test_class_colours_known_values():
     assert RGBCode(2).prototypes.flatten().tolist() == pytest.approx([-1, -1, -1] + [225 / 255 * 2 - 1] * 3)
     # Blood (K = 8): class 1 is palette 9 = (0, 150, 75); class 3 is 27 = (75, 150, 225).
@@ -52,7 +88,7 @@ def test_encode_shape_and_noise_bounds():
 
 
 @pytest.mark.parametrize("k", [2, 5, 7, 8])
-@pytest.mark.parametrize("kind", ["rgb", "gray"])
+@pytest.mark.parametrize("kind", ["rgb", "rgb-spread", "gray"])
 def test_round_trip(kind, k):
     code = make_code(kind, k)
     labels = torch.arange(k).repeat(3)
