@@ -19,7 +19,7 @@ from pathlib import Path
 
 import papermill as pm
 
-from msflow.config import make_config
+from msflow.config import PROFILES, make_config
 from msflow.data import STUDY_DATASETS, get_info
 from msflow.study import data_status, editions, run_path
 
@@ -132,6 +132,10 @@ def main() -> int:
                    help="a parameter of one notebook, e.g. uncertainty.ensemble=1 fidelity.per_class=100")
     args = p.parse_args()
     extra = notebook_params(args.param)
+    unknown = [name for name in args.compare if name not in PROFILES]
+    if unknown:  # datasets after --compare are taken for profiles: say so rather than compare nothing
+        raise SystemExit(f"study: --compare {' '.join(unknown)}: not profiles (choose from {', '.join(sorted(PROFILES))}); "
+                         "datasets go before --compare, or after -- that ends its list")
 
     log: list[str] = []
     ok = execute("data", EXECUTED / "data.ipynb", {"data_root": args.data_root}, args.force, log)

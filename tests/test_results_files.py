@@ -277,3 +277,14 @@ def test_study_notebook_params():
         "uncertainty": {"ensemble": 1}, "fidelity": {"solvers": "euler,heun", "inception": False}}
     with pytest.raises(SystemExit, match="NOTEBOOK.NAME=VALUE"):
         module.notebook_params(["ensemble=1"])
+
+
+def test_study_refuses_datasets_taken_for_compared_profiles(monkeypatch):
+    spec = importlib.util.spec_from_file_location("study_script", ROOT / "scripts" / "study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # argparse gives --compare every word after it, datasets included: the run must stop before executing anything
+    monkeypatch.setattr("sys.argv", ["study.py", "--no-book", "--compare", "cpu", "gpu", "bloodmnist", "retinamnist"])
+    monkeypatch.setattr(module, "execute", lambda *a, **k: pytest.fail("nothing may be executed"))
+    with pytest.raises(SystemExit, match=r"--compare bloodmnist retinamnist: not profiles .* after -- that ends its list"):
+        module.main()
