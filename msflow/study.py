@@ -145,6 +145,14 @@ def smoke_results(datasets: Iterable[str] = STUDY_DATASETS) -> Path:
     return smoke_dir() / "runs"
 
 
+def short_commit(commit: str | None) -> str:
+    """A recorded commit shortened to 12 hex digits, keeping what follows the hash (``-dirty``, `` (declared)``)."""
+    if not commit:
+        return "not recorded"
+    sha = commit[:40]
+    return sha[:12] + commit[40:] if all(c in "0123456789abcdef" for c in sha) and len(sha) == 40 else commit
+
+
 def runs_table(ours: dict[str, dict[str, dict[str, Any]]]):
     """Provenance of each result (``{profile: our_results(...)}``): training length, wall time, device, commit, data."""
     import pandas as pd
@@ -161,9 +169,9 @@ def runs_table(ours: dict[str, dict[str, dict[str, Any]]]):
                 "images seen": t["images_seen"],
                 "training, min": round(t["train_seconds"] / 60, 1),
                 "trained on": t["device"],
-                "trained at commit": (t.get("git_commit") or "not recorded")[:12],
+                "trained at commit": short_commit(t.get("git_commit")),
                 "evaluated on": prov["device"],
-                "evaluated at commit": prov["git_commit"][:12],
+                "evaluated at commit": short_commit(prov["git_commit"]),
                 "data": "synthetic" if rec["dataset"]["synthetic"] else f"MedMNIST, MD5 {rec['dataset']['md5'][:8]}",
             })
     if not rows:

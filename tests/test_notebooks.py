@@ -101,3 +101,13 @@ def test_confusion_prose_names_the_classes_taken_for_others():
     assert confusion_prose(m, ["a", "b", "c"]) == (
         "Classes with a recall under 50 % in this pass: c (recall 20.0 %; 80.0 % of its 10 images are taken for b).")
     assert confusion_prose([[5, 0], [1, 4]], ["a", "b"]).startswith("Every class has a recall of at least 50 %")
+
+
+def test_short_commit_keeps_the_dirty_and_declared_marks():
+    from msflow.study import short_commit
+
+    sha = "a638c0882147308447bded7a960e94b8183f7950"
+    assert short_commit(sha) == "a638c0882147"
+    assert short_commit(sha + "-dirty") == "a638c0882147-dirty"
+    assert short_commit(sha + " (declared)") == "a638c0882147 (declared)"
+    assert short_commit(None) == "not recorded" and short_commit("unknown") == "unknown"
