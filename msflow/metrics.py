@@ -173,8 +173,16 @@ def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> 
     return m
 
 
+def recall_from_confusion(confusion) -> list[float | None]:
+    """Recall of each class from a confusion matrix whose rows are the true classes (share of a row on its
+    diagonal); ``None`` for a class with no images."""
+    m = np.asarray(confusion)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"a confusion matrix is square (true x predicted classes); got shape {m.shape}")
+    support = m.sum(axis=1)
+    return [float(m[k, k] / support[k]) if support[k] else None for k in range(len(m))]
+
+
 def per_class_recall(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float | None]:
     """Recall of each class (share of its images predicted as it); ``None`` for a class with no images."""
-    m = confusion_matrix(pred, labels, num_classes)
-    support = m.sum(axis=1)
-    return [float(m[k, k] / support[k]) if support[k] else None for k in range(num_classes)]
+    return recall_from_confusion(confusion_matrix(pred, labels, num_classes))

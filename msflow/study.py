@@ -260,16 +260,18 @@ def confusion_prose(confusion, names: list[str], below: float = 0.5) -> str:
     taken for (rows of ``confusion`` = true class), or that every class reaches it."""
     import numpy as np
 
+    from msflow.metrics import recall_from_confusion
+
     m = np.asarray(confusion)
     support = m.sum(axis=1)
     weak = []
-    for k, name in enumerate(names):
-        if not support[k] or m[k, k] / support[k] >= below:
+    for k, (name, recall) in enumerate(zip(names, recall_from_confusion(m))):
+        if recall is None or recall >= below:
             continue
         others = m[k].copy()
         others[k] = -1
         j = int(others.argmax())
-        weak.append(f"{name} (recall {100 * m[k, k] / support[k]:.1f} %; {100 * m[k, j] / support[k]:.1f} % of its "
+        weak.append(f"{name} (recall {100 * recall:.1f} %; {100 * m[k, j] / support[k]:.1f} % of its "
                     f"{support[k]:,} images are taken for {names[j]})")
     if not weak:
         return f"Every class has a recall of at least {100 * below:.0f} % in this pass."

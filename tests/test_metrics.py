@@ -100,6 +100,9 @@ def test_error_detection_and_confusion():
     assert m.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     # recall per class: class 2 has two images, one right; class 3 has none
     assert metrics.per_class_recall(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 4) == [1.0, 1.0, 0.5, None]
+    assert metrics.recall_from_confusion([[3, 1], [0, 0]]) == [0.75, None]
+    with pytest.raises(ValueError, match="square"):
+        metrics.recall_from_confusion([[1, 2, 3]])
 
 
 def test_softmax_by_hand_over_the_class_axis():
