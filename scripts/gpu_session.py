@@ -15,7 +15,8 @@ little more than one):
    logits and the first member's MC-dropout logits (``results/baselines/<flag>-resnet18-<E>e-seed<k>``);
 3. the ``gpu-reference`` profile (the same network with the reference's optimisation) on PneumoniaMNIST,
    and the ``--levers`` runs (``DATASET:PROFILE``; by default ``gpu-wide``, the reference network at full
-   width), each for the same time box, trained and evaluated only: the book compares them at equal compute.
+   width, on PneumoniaMNIST and RetinaMNIST, and ``gpu-lam05``, the loss weight 0.5, on BloodMNIST), each for
+   the same time box, trained and evaluated only: the book compares them at equal compute.
 
 Because the probes run while every process is starting, a fitted length is conservative: a run ends early
 rather than late once the baselines are done.
@@ -214,7 +215,8 @@ def main() -> int:
     p.add_argument("--train-seconds", type=float, default=220, help="training time box of each run")
     p.add_argument("--train-seconds-for", nargs="*", default=[], metavar="DATASET=SECONDS",
                    help="another time box for a dataset's runs")
-    p.add_argument("--levers", nargs="*", default=["pneumoniamnist:gpu-wide"], metavar="DATASET:PROFILE",
+    p.add_argument("--levers", nargs="*", default=["pneumoniamnist:gpu-wide", "retinamnist:gpu-wide", "bloodmnist:gpu-lam05"],
+                   metavar="DATASET:PROFILE",
                    help="further runs, trained and evaluated only, for the recipes comparison")
     p.add_argument("--deadline", type=float, default=0, help=argparse.SUPPRESS)
     p.add_argument("--extras", type=int, default=1, help=argparse.SUPPRESS)
