@@ -199,15 +199,16 @@ def test_declared_commit_wins_inside_a_checkout(monkeypatch):
     assert results.git_commit(ROOT) == "0123abc (declared)"
 
 
-def _gpu_session():
-    spec = importlib.util.spec_from_file_location("gpu_session", ROOT / "scripts" / "gpu_session.py")
+def _script(name: str):
+    """``scripts/<name>.py`` imported as a module (the scripts folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_gpu_session_packs_new_results_in_parts(tmp_path, run):
-    session = _gpu_session()
+    session = _script("gpu_session")
     runs_dir = tmp_path / "results"
     old = runs_dir / "old-run"
     old.mkdir(parents=True)
@@ -252,9 +253,7 @@ def test_results_page_editions(tmp_path):
 
 
 def test_toc_lists_every_executed_profile(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("study_script", ROOT / "scripts" / "study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("study")
     executed = tmp_path / "book" / "executed"
     for page in ("pneumoniamnist-cpu/train", "pneumoniamnist-gpu/train", "pneumoniamnist-gpu/evaluate", "pneumoniamnist-recipes"):
         (executed / page).parent.mkdir(parents=True, exist_ok=True)
@@ -270,9 +269,7 @@ def test_toc_lists_every_executed_profile(tmp_path, monkeypatch):
 
 
 def test_study_notebook_params():
-    spec = importlib.util.spec_from_file_location("study_script", ROOT / "scripts" / "study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("study")
     assert module.notebook_params(["uncertainty.ensemble=1", "fidelity.solvers=euler,heun", "fidelity.inception=false"]) == {
         "uncertainty": {"ensemble": 1}, "fidelity": {"solvers": "euler,heun", "inception": False}}
     with pytest.raises(SystemExit, match="NOTEBOOK.NAME=VALUE"):
@@ -280,9 +277,7 @@ def test_study_notebook_params():
 
 
 def test_study_refuses_datasets_taken_for_compared_profiles(monkeypatch):
-    spec = importlib.util.spec_from_file_location("study_script", ROOT / "scripts" / "study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("study")
     # argparse gives --compare every word after it, datasets included: the run must stop before executing anything
     monkeypatch.setattr("sys.argv", ["study.py", "--no-book", "--compare", "cpu", "gpu", "bloodmnist", "retinamnist"])
     monkeypatch.setattr(module, "execute", lambda *a, **k: pytest.fail("nothing may be executed"))
