@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--repeats", type=int, default=None, help="stochastic evaluations (default: the run's, 5 in the paper)")
     e.add_argument("--steps", type=int, default=None, help="ODE steps for classification (default: the run's)")
     e.add_argument("--solver", default=None, help="euler, heun, midpoint, rk4 (default: the run's)")
+    e.add_argument("--views", default=None, help="none, flips or dihedral: average the maps read off transformed copies "
+                   "of each image (default: the run's, none as in the paper); recorded as eval_<split>_<views>.json")
+    e.add_argument("--choose-views", action="store_true", help="choose the views on the validation split (none, flips, "
+                   "dihedral), then evaluate the test split with them; writes readout.json")
     _common(e)
 
     g = sub.add_parser("generate", help="generate images from class codes", description="Generate a grid of images per class.")
@@ -102,7 +106,21 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from msflow.runs import evaluate_run
 
-    over = {k: v for k, v in {"repeats": args.repeats, "steps": args.steps, "solver": args.solver}.items() if v is not None}
+    over = {k: v for k, v in {"repeats": args.repeats, "steps": args.steps, "solver": args.solver, "views": args.views}.items()
+            if v is not None}
+    if args.choose_views:
+        from msflow.runs import choose_readout
+
+        if args.views is not None or args.split != "test" or args.checkpoint != "best":
+            raise ValueError("--choose-views picks the views on validation for the test split of the best checkpoint; "
+                             "drop --views, --split and --checkpoint")
+        rec = choose_readout(args.run, data_root=args.data_root, device=args.device, download=args.download, reuse=args.reuse)
+        for views, o in rec["options"].items():
+            print(f"validation, views {views} ({o['views']}): accuracy {o['mean']['acc']:.4f} +- {o['std']['acc']:.4f}")
+        t = rec["test"]
+        print(f"chosen on validation: {rec['chosen']}; test accuracy {t['mean']['acc']:.4f} +- {t['std']['acc']:.4f}, "
+              f"AUC (paper's) {t['mean']['auc_paper']:.4f} -> {Path(args.run) / 'readout.json'}")
+        return 0
     _, record = evaluate_run(args.run, args.split, args.checkpoint, args.data_root, args.device, args.download, over,
                              reuse=args.reuse)
     _print_metrics(record)

@@ -133,6 +133,8 @@ class EvalConfig:
         gen_steps: ODE steps for generation (the reference uses 25).
         gen_solver: ODE solver for generation.
         batch_size: images per forward pass at evaluation.
+        views: transformed copies of each image whose predicted maps are averaged (see
+            :data:`msflow.sampler.VIEWS`); ``"none"`` is the reference's single readout.
     """
 
     repeats: int = 5
@@ -141,6 +143,7 @@ class EvalConfig:
     gen_steps: int = 25
     gen_solver: str = "euler"
     batch_size: int = 500
+    views: str = "none"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from msflow import metrics
 from msflow.config import EvalConfig
 from msflow.data import Split
 from msflow.model import Components
-from msflow.sampler import classify
+from msflow.sampler import VIEWS, classify
 
 
 @dataclass(frozen=True)
@@ -53,22 +53,25 @@ def predict(
     batch_size: int = 500,
     limit: int = 0,
     progress: bool = False,
+    views: str = "none",
 ) -> Predictions:
     """Classify a split once, in batches, with noise from a generator seeded by ``seed``.
 
     Args:
         limit: classify only the first ``limit`` images (0: all).
+        views: average the maps read off transformed copies of each image (see :data:`msflow.sampler.VIEWS`).
     """
     model, code = comps.model, comps.code
     device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
     n = len(split) if limit <= 0 else min(limit, len(split))
     out_d = []
-    starts = range(0, n, batch_size)
+    per_batch = max(1, batch_size // len(VIEWS.get(views, ((),))))  # each view is a copy in the network's batch
+    starts = range(0, n, per_batch)
     for i in tqdm(starts, desc=f"classify {split.name}", disable=not progress, leave=False):
-        x = comps.prepare(split.images[i : i + batch_size].to(device))
+        x = comps.prepare(split.images[i : i + per_batch].to(device))
         with bf16_autocast(device):
-            c = classify(model, code, x, steps, solver, generator=gen)
+            c = classify(model, code, x, steps, solver, generator=gen, views=views)
         out_d.append(c.distances.float().cpu())
     d = torch.cat(out_d).numpy()
     return Predictions(d, d.argmin(1), d.min(1), split.labels[:n].numpy())
@@ -142,7 +145,7 @@ def evaluate(
     progress: bool = True,
 ) -> EvalResult:
     """Fit the temperature on ``val``, then classify ``split`` ``cfg.repeats`` times and score each pass."""
-    kw = dict(steps=cfg.steps, solver=cfg.solver, batch_size=cfg.batch_size)
+    kw = dict(steps=cfg.steps, solver=cfg.solver, batch_size=cfg.batch_size, views=cfg.views)
     val_pass = predict(comps, val, seed=seed + 10_000, **kw)
     temperature = metrics.fit_temperature(val_pass.distances, val_pass.labels)
     passes = [
@@ -161,7 +164,8 @@ def evaluate(
         arc_accuracy=arc,
         confusion=metrics.confusion_matrix(passes[0].pred, passes[0].labels, split.info.num_classes),
         passes=passes,
-        settings={"split": split.name, "repeats": cfg.repeats, "steps": cfg.steps, "solver": cfg.solver, "seed": seed},
+        settings={"split": split.name, "repeats": cfg.repeats, "steps": cfg.steps, "solver": cfg.solver, "views": cfg.views,
+                  "seed": seed},
     )
 
 

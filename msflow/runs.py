@@ -55,13 +55,13 @@ def evaluate_run(
     loaded = load_run(run_dir, checkpoint, device)
     cfg = loaded.config
     ecfg: EvalConfig = dataclasses.replace(cfg.eval, **(eval_overrides or {}))
-    suffix = _suffix(split, checkpoint)
+    suffix = _suffix(split, checkpoint, ecfg.views)
     if reuse:
-        found = load_evaluation(run_dir, split, checkpoint)
+        found = load_evaluation(run_dir, split, checkpoint, ecfg.views)
         if found is not None:
             result, record = found
-            same = {k: v for k, v in record["eval"].items() if k != "batch_size"} == {
-                k: v for k, v in dataclasses.asdict(ecfg).items() if k != "batch_size"}
+            recorded = dataclasses.replace(EvalConfig(**record["eval"]), batch_size=ecfg.batch_size)  # older records lack newer fields
+            same = recorded == ecfg
             if same and record["checkpoint"]["step"] == loaded.meta.get("step") and RunConfig.from_dict(record["config"]) == cfg:
                 return result, record
     target = load_split(cfg.data.dataset, split, cfg.data.size, data_root, download)
@@ -90,16 +90,77 @@ def evaluate_run(
     return result, record
 
 
-def _suffix(split: str, checkpoint: str) -> str:
-    """File suffix of an evaluation: the split, and the checkpoint unless it is the selected one."""
-    return split if checkpoint == "best" else f"{split}_{checkpoint}"
+READOUT_OPTIONS = ("none", "flips", "dihedral")
+"""The readout views :func:`choose_readout` compares by default, the reference's first."""
 
 
-def load_evaluation(run_dir: str | Path, split: str = "test", checkpoint: str = "best") -> tuple[EvalResult, dict[str, Any]] | None:
-    """The evaluation recorded by :func:`evaluate_run` (metrics from the record, passes from the predictions
-    file), or None if the run has none for that split and checkpoint."""
+def choose_readout(
+    run_dir: str | Path,
+    options: tuple[str, ...] = READOUT_OPTIONS,
+    data_root: str | Path | None = None,
+    device: str | torch.device = "auto",
+    download: bool = False,
+    progress: bool = True,
+    reuse: bool = True,
+) -> dict[str, Any]:
+    """Choose the readout views (see :data:`msflow.sampler.VIEWS`) on the validation split, then evaluate the test
+    split with them; writes ``readout.json``.
+
+    Every option is evaluated on validation with the run's passes (``eval_val[_<views>].json``). The chosen one has
+    the highest mean validation accuracy; a tie goes to the option with fewer views (the cheaper readout). The test
+    split is then evaluated with the chosen views (``eval_test[_<views>].json``); the test split plays no part in
+    the choice.
+
+    Returns:
+        The record written: each option's validation metrics (mean and std), the choice and its test metrics.
+    """
+    from msflow.sampler import VIEWS
+
+    if not options or options[0] != "none":
+        raise ValueError(f"the options must start with the reference readout 'none', got {options}")
+    unknown = [o for o in options if o not in VIEWS]
+    if unknown:
+        raise ValueError(f"unknown readout views {unknown}; choose from {sorted(VIEWS)}")
     run_dir = Path(run_dir)
-    suffix = _suffix(split, checkpoint)
+    val = {}
+    for views in tqdm(options, desc="readout on validation", disable=not progress):
+        _, rec = evaluate_run(run_dir, "val", "best", data_root, device, download, {"views": views}, progress=False, reuse=reuse)
+        val[views] = {"mean": rec["metrics"]["mean"], "std": rec["metrics"]["std"], "views": len(VIEWS[views]),
+                      "file": f"eval_{_suffix('val', 'best', views)}.json"}
+    chosen = pick_readout({v: (o["mean"]["acc"], o["views"]) for v, o in val.items()})
+    _, test = evaluate_run(run_dir, "test", "best", data_root, device, download, {"views": chosen}, progress=progress, reuse=reuse)
+    record = {
+        "run": run_dir.name,
+        "criterion": "highest mean validation accuracy; ties to fewer views",
+        "options": val,
+        "chosen": chosen,
+        "checkpoint_step": test["checkpoint"]["step"],
+        "test": {"mean": test["metrics"]["mean"], "std": test["metrics"]["std"],
+                 "file": f"eval_{_suffix('test', 'best', chosen)}.json"},
+        "provenance": test["provenance"],
+    }
+    write_json(run_dir / "readout.json", record)
+    return record
+
+
+def pick_readout(scores: dict[str, tuple[float, int]]) -> str:
+    """The readout with the highest validation accuracy, of ``{views: (accuracy, number of views)}``; a tie goes to
+    fewer views."""
+    return max(scores, key=lambda v: (scores[v][0], -scores[v][1]))
+
+
+def _suffix(split: str, checkpoint: str, views: str = "none") -> str:
+    """File suffix of an evaluation: the split, the checkpoint unless it is the selected one, and the readout
+    views unless they are the reference's (so that a readout over views is recorded beside the reference's)."""
+    return split + ("" if checkpoint == "best" else f"_{checkpoint}") + ("" if views == "none" else f"_{views}")
+
+
+def load_evaluation(run_dir: str | Path, split: str = "test", checkpoint: str = "best",
+                    views: str = "none") -> tuple[EvalResult, dict[str, Any]] | None:
+    """The evaluation recorded by :func:`evaluate_run` (metrics from the record, passes from the predictions
+    file), or None if the run has none for that split, checkpoint and readout views."""
+    run_dir = Path(run_dir)
+    suffix = _suffix(split, checkpoint, views)
     rec_path, pred_path = run_dir / f"eval_{suffix}.json", run_dir / f"predictions_{suffix}.npz"
     if not (rec_path.exists() and pred_path.exists()):
         return None

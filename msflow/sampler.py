@@ -93,6 +93,30 @@ def integrate(v: Velocity, z: torch.Tensor, times: torch.Tensor, solver: str = "
     return Solution(z=z, times=times, trajectory=trajectory, nfe=cost * (len(grid) - 1))
 
 
+def _rot90(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: torch.rot90(x, k, dims=(-2, -1))
+
+
+_IDENTITY = lambda x: x  # noqa: E731
+_FLIP_W = lambda x: x.flip(-1)  # noqa: E731
+_FLIP_H = lambda x: x.flip(-2)  # noqa: E731
+_FLIP_HW = lambda x: x.flip(-2, -1)  # noqa: E731
+_TRANSPOSE = lambda x: x.transpose(-2, -1)  # noqa: E731
+_ANTI_TRANSPOSE = lambda x: x.flip(-2, -1).transpose(-2, -1)  # noqa: E731
+
+VIEWS: dict[str, tuple[tuple[Callable, Callable], ...]] = {
+    "none": ((_IDENTITY, _IDENTITY),),
+    "flips": ((_IDENTITY, _IDENTITY), (_FLIP_W, _FLIP_W), (_FLIP_H, _FLIP_H), (_FLIP_HW, _FLIP_HW)),
+    "dihedral": ((_IDENTITY, _IDENTITY), (_FLIP_W, _FLIP_W), (_FLIP_H, _FLIP_H), (_FLIP_HW, _FLIP_HW),
+                 (_TRANSPOSE, _TRANSPOSE), (_ANTI_TRANSPOSE, _ANTI_TRANSPOSE), (_rot90(1), _rot90(-1)), (_rot90(-1), _rot90(1))),
+}
+"""Readout views: name to ``(transform, inverse)`` pairs applied to the images and undone on the predicted maps.
+
+``"none"`` is the reference (the image as it is); ``"flips"`` adds its horizontal, vertical and double flips, the
+transforms the reference trains Blood, Derma and Retina with; ``"dihedral"`` adds the transposes and quarter turns.
+"""
+
+
 @dataclass(frozen=True)
 class Classification:
     """Backward integration from images to label maps, decoded.
@@ -140,18 +164,32 @@ def classify(
     solver: str = "euler",
     generator: torch.Generator | None = None,
     keep_trajectory: bool = False,
+    views: str = "none",
 ) -> Classification:
     """Read labels off images: integrate from ``[x ; xi_y]`` at ``t = 1`` back to ``t = 0``.
 
     With one Euler step this is ``y_hat = xi_y - v_y([x ; xi_y], 1)``, the reference's classifier.
+    With ``views`` other than ``"none"`` (see :data:`VIEWS`), each transformed copy of ``x`` is read out with its own
+    noise, in one batch, and the predicted maps, transformed back, are averaged before decoding.
     """
+    if views not in VIEWS:
+        raise ValueError(f"unknown readout views {views!r}; choose one of {sorted(VIEWS)}")
+    pairs = VIEWS[views]
+    if len(pairs) > 1:
+        if keep_trajectory:
+            raise ValueError("a trajectory is kept for the single-view readout only; use views='none'")
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"readout views need square inputs, got {tuple(x.shape[-2:])}")
+        x = torch.cat([t(x) for t, _ in pairs])
     xi_y = torch.randn(x.shape[0], code.channels, *x.shape[2:], generator=generator, device=x.device, dtype=x.dtype)
     sol = integrate(v, torch.cat([x, xi_y], dim=1), time_grid(steps, 1.0, 0.0), solver, keep_trajectory)
     c_x = x.shape[1]
     y_hat = sol.z[:, c_x:].float()
+    if len(pairs) > 1:
+        y_hat = torch.stack([inv(y) for (_, inv), y in zip(pairs, y_hat.chunk(len(pairs)))]).mean(0)
     dec = code.decode(y_hat)
     traj = sol.trajectory[:, :, c_x:] if sol.trajectory is not None else None
-    return Classification(y_hat, dec.distances, dec.pred, dec.uncertainty, traj, sol.nfe)
+    return Classification(y_hat, dec.distances, dec.pred, dec.uncertainty, traj, sol.nfe * len(pairs))
 
 
 @torch.no_grad()

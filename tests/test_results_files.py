@@ -283,3 +283,48 @@ def test_study_refuses_datasets_taken_for_compared_profiles(monkeypatch):
     monkeypatch.setattr(module, "execute", lambda *a, **k: pytest.fail("nothing may be executed"))
     with pytest.raises(SystemExit, match=r"--compare bloodmnist retinamnist: not profiles .* after -- that ends its list"):
         module.main()
+
+
+def test_readout_choice_prefers_accuracy_then_fewer_views():
+    assert runs.pick_readout({"none": (0.90, 1), "flips": (0.92, 4), "dihedral": (0.91, 8)}) == "flips"
+    assert runs.pick_readout({"none": (0.92, 1), "flips": (0.92, 4)}) == "none"
+    assert runs.pick_readout({"none": (0.50, 1), "flips": (0.70, 4), "dihedral": (0.70, 8)}) == "flips"
+
+
+def test_readout_views_are_chosen_on_validation_and_recorded_beside_the_reference(run, small_root, monkeypatch):
+    runs.evaluate_run(run, "test", data_root=small_root, device="cpu", progress=False, reuse=False)
+    rec = runs.choose_readout(run, ("none", "flips"), data_root=small_root, device="cpu", progress=False)
+    acc = {v: o["mean"]["acc"] for v, o in rec["options"].items()}
+    assert set(acc) == {"none", "flips"} and rec["options"]["flips"]["views"] == 4
+    assert rec["chosen"] == runs.pick_readout({v: (acc[v], rec["options"][v]["views"]) for v in acc})
+    assert json.loads((run / "readout.json").read_text())["chosen"] == rec["chosen"]
+    # each option's validation record is a file of its own, and the reference's test record stays as it was
+    flips_val = json.loads((run / "eval_val_flips.json").read_text())
+    assert flips_val["eval"]["views"] == "flips" and flips_val["metrics"]["settings"]["views"] == "flips"
+    assert json.loads((run / "eval_val.json").read_text())["eval"]["views"] == "none"
+    assert json.loads((run / "eval_test.json").read_text())["eval"]["views"] == "none"
+    chosen_file = "eval_test.json" if rec["chosen"] == "none" else f"eval_test_{rec['chosen']}.json"
+    assert rec["test"]["file"] == chosen_file and (run / chosen_file).exists()
+    assert rec["test"]["mean"]["acc"] == json.loads((run / chosen_file).read_text())["metrics"]["mean"]["acc"]
+    # the flip readout on test is its own record too, with four views' maps averaged per pass
+    _, flips_test = runs.evaluate_run(run, "test", data_root=small_root, device="cpu", progress=False, eval_overrides={"views": "flips"})
+    assert (run / "eval_test_flips.json").exists() and flips_test["eval"]["views"] == "flips"
+    # recorded: choosing again recomputes nothing
+    _forbid(monkeypatch, runs, "evaluate")
+    again = runs.choose_readout(run, ("none", "flips"), data_root=small_root, device="cpu", progress=False)
+    assert again["chosen"] == rec["chosen"] and {v: o["mean"]["acc"] for v, o in again["options"].items()} == acc
+    with pytest.raises(ValueError, match="must start with the reference readout 'none'"):
+        runs.choose_readout(run, ("flips",), data_root=small_root, device="cpu")
+    with pytest.raises(ValueError, match=r"unknown readout views \['spin'\]"):
+        runs.choose_readout(run, ("none", "spin"), data_root=small_root, device="cpu")
+
+
+def test_an_evaluation_recorded_before_readout_views_existed_is_still_reused(run, small_root, monkeypatch):
+    runs.evaluate_run(run, "test", data_root=small_root, device="cpu", progress=False, reuse=False)
+    path = run / "eval_test.json"
+    rec = json.loads(path.read_text())
+    del rec["eval"]["views"], rec["config"]["eval"]["views"]  # as written by msflow before the field
+    path.write_text(json.dumps(rec))
+    _forbid(monkeypatch, runs, "evaluate")
+    _, again = runs.evaluate_run(run, "test", data_root=small_root, device="cpu", progress=False)
+    assert again["metrics"]["mean"]["acc"] == rec["metrics"]["mean"]["acc"]

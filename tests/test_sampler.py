@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from msflow.masks import RGBCode
-from msflow.sampler import SOLVERS, classify, generate, integrate, time_grid
+from msflow.sampler import SOLVERS, VIEWS, classify, generate, integrate, time_grid
 
 
 def _linear(a):
@@ -95,3 +95,63 @@ def test_generate_starts_from_code_and_noise():
     g = torch.Generator().manual_seed(0)
     xi_x = torch.randn(3, 3, 4, 4, generator=g)
     assert torch.equal(out.trajectory[0], xi_x)
+
+
+def test_every_readout_view_is_undone_by_its_inverse_and_the_views_are_distinct():
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)  # no symmetry: every view differs
+    for name, pairs in VIEWS.items():
+        seen = []
+        for t, inv in pairs:
+            assert torch.equal(inv(t(x)), x), name
+            assert not any(torch.equal(t(x), s) for s in seen), name
+            seen.append(t(x))
+    assert [len(VIEWS[v]) for v in ("none", "flips", "dihedral")] == [1, 4, 8]
+    # the flips are those of the training augmentation: horizontal, vertical and both
+    flips = [t(x) for t, _ in VIEWS["flips"]]
+    assert torch.equal(flips[1], x.flip(-1)) and torch.equal(flips[2], x.flip(-2)) and torch.equal(flips[3], x.flip(-1).flip(-2))
+
+
+def test_flip_readout_averages_the_maps_read_off_each_view_by_hand():
+    code, v = RGBCode(3), _Recorder()
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    c = classify(v, code, x, steps=1, solver="euler", generator=torch.Generator().manual_seed(7), views="flips")
+    views = [x, x.flip(-1), x.flip(-2), x.flip(-2, -1)]
+    xi = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(7))  # one batch: all views, fresh noise each
+    z = torch.cat([torch.cat(views), xi], 1)
+    y = xi - v(z, torch.ones(8))[:, 1:]
+    maps = [y[0:2], y[2:4].flip(-1), y[4:6].flip(-2), y[6:8].flip(-2, -1)]
+    y_hat = torch.stack(maps).mean(0)
+    assert torch.allclose(c.y_hat, y_hat, atol=1e-6)
+    assert torch.allclose(c.distances, code.distances(y_hat), atol=1e-6)
+    assert c.nfe == 4 and c.y_hat.shape == (2, 3, 4, 4)
+
+
+def test_views_that_leave_the_image_alone_average_away_the_noise():
+    """A field that reads the label off the image exactly gives the same prediction from every view, so averaging
+    maps leaves the prediction and shrinks the distance to the true colour."""
+    code = RGBCode(4)
+    proto = code.prototypes
+
+    class Oracle(torch.nn.Module):  # v_y = xi - (colour of the class written in the image), plus image noise
+        def forward(self, z, t):
+            k = z[:, :1].mean(dim=(1, 2, 3)).round().long().clamp(0, 3)
+            target = proto[k][:, :, None, None].expand(-1, -1, *z.shape[2:])
+            return torch.cat([torch.zeros_like(z[:, :1]), z[:, 1:] - target + 0.3 * torch.randn_like(target)], 1)
+
+    labels = torch.tensor([0, 1, 2, 3])
+    x = labels.float()[:, None, None, None].expand(-1, 1, 6, 6).clone()
+    torch.manual_seed(0)
+    one = classify(Oracle(), code, x, views="none")
+    eight = classify(Oracle(), code, x, views="dihedral")
+    assert torch.equal(one.pred, labels) and torch.equal(eight.pred, labels)
+    assert (eight.uncertainty < one.uncertainty).all() and eight.nfe == 8
+
+
+def test_readout_views_errors_say_what_to_do():
+    code, v = RGBCode(2), _Recorder()
+    with pytest.raises(ValueError, match="unknown readout views 'rotate'; choose one of"):
+        classify(v, code, torch.zeros(1, 1, 4, 4), views="rotate")
+    with pytest.raises(ValueError, match="single-view readout only; use views='none'"):
+        classify(v, code, torch.zeros(1, 1, 4, 4), views="flips", keep_trajectory=True)
+    with pytest.raises(ValueError, match="square inputs"):
+        classify(v, code, torch.zeros(1, 1, 4, 6), views="dihedral")
