@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--solver", default=None, help="euler, heun, midpoint, rk4 (default: the run's)")
     e.add_argument("--views", default=None, help="none, flips or dihedral: average the maps read off transformed copies "
                    "of each image (default: the run's, none as in the paper); recorded as eval_<split>_<views>.json")
-    e.add_argument("--choose-views", action="store_true", help="choose the views on the validation split (none, flips, "
-                   "dihedral), then evaluate the test split with them; writes readout.json")
+    e.add_argument("--choose-views", nargs="?", const="none,flips", default=None, metavar="OPTIONS",
+                   help="choose the views on the validation split among OPTIONS (default none,flips; none must come first), "
+                   "then evaluate the test split with them; writes readout.json")
     _common(e)
 
     g = sub.add_parser("generate", help="generate images from class codes", description="Generate a grid of images per class.")
@@ -108,13 +109,14 @@ def _evaluate(args) -> int:
 
     over = {k: v for k, v in {"repeats": args.repeats, "steps": args.steps, "solver": args.solver, "views": args.views}.items()
             if v is not None}
-    if args.choose_views:
+    if args.choose_views is not None:
         from msflow.runs import choose_readout
 
         if args.views is not None or args.split != "test" or args.checkpoint != "best":
             raise ValueError("--choose-views picks the views on validation for the test split of the best checkpoint; "
                              "drop --views, --split and --checkpoint")
-        rec = choose_readout(args.run, data_root=args.data_root, device=args.device, download=args.download, reuse=args.reuse)
+        options = tuple(o.strip() for o in args.choose_views.split(",") if o.strip())
+        rec = choose_readout(args.run, options, data_root=args.data_root, device=args.device, download=args.download, reuse=args.reuse)
         for views, o in rec["options"].items():
             print(f"validation, views {views} ({o['views']}): accuracy {o['mean']['acc']:.4f} +- {o['std']['acc']:.4f}")
         t = rec["test"]

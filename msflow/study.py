@@ -95,14 +95,65 @@ def editions(runs_dir: str | os.PathLike, first: str, datasets: Iterable[str] = 
     return [first] + [p for p in EDITIONS if p != first and our_results(runs_dir, p, datasets)]
 
 
-def our_results(runs_dir: str | os.PathLike, profile: str, datasets: Iterable[str] = STUDY_DATASETS) -> dict[str, dict[str, Any]]:
-    """Evaluation records (``eval_test.json``) of the finished runs of a profile, by dataset."""
+def our_results(runs_dir: str | os.PathLike, profile: str, datasets: Iterable[str] = STUDY_DATASETS,
+                readout: bool = False) -> dict[str, dict[str, Any]]:
+    """Evaluation records (``eval_test.json``) of the finished runs of a profile, by dataset.
+
+    With ``readout``, the test records of the readout views chosen on validation instead (the runs whose
+    ``readout.json`` exists, see :func:`msflow.runs.choose_readout`), each with its ``readout.json`` under ``"readout"``.
+    """
     out = {}
     for ds in datasets:
-        path = run_path(runs_dir, ds, profile) / "eval_test.json"
-        if path.exists():
-            out[get_info(ds).flag] = read_json(path)
+        run = run_path(runs_dir, ds, profile)
+        if readout:
+            if (run / "readout.json").exists():
+                choice = read_json(run / "readout.json")
+                out[get_info(ds).flag] = read_json(run / choice["test"]["file"]) | {"readout": choice}
+        elif (run / "eval_test.json").exists():
+            out[get_info(ds).flag] = read_json(run / "eval_test.json")
     return out
+
+
+def readout_table(choice: dict[str, Any], reference: dict[str, Any]):
+    """The readout views compared on validation (``readout.json``), with the test metrics of the reference readout
+    (``reference``: the run's ``eval_test.json``) and of the chosen views; the others are not evaluated on test."""
+    import pandas as pd
+
+    rows = []
+    for views, o in choice["options"].items():
+        test = reference["metrics"] if views == reference["eval"].get("views", "none") else (
+            choice["test"] if views == choice["chosen"] else None)
+        rows.append({
+            "views": views, "network evaluations per image": o["views"] * reference["eval"]["steps"],
+            "validation ACC": pct(o["mean"]["acc"], o["std"]["acc"], 2),
+            "validation AUC (paper's)": pct(o["mean"]["auc_paper"], o["std"]["auc_paper"], 2),
+            "chosen": "yes" if views == choice["chosen"] else "",
+            "test ACC": pct(test["mean"]["acc"], test["std"]["acc"], 2) if test else "not evaluated",
+            "test AUC (paper's)": pct(test["mean"]["auc_paper"], test["std"]["auc_paper"], 2) if test else "not evaluated",
+            "test AUC (MedMNIST)": pct(test["mean"]["auc_medmnist"], test["std"]["auc_medmnist"], 2) if test else "not evaluated",
+        })
+    return pd.DataFrame(rows).set_index("views")
+
+
+def readout_prose(chosen: dict[str, dict[str, dict[str, Any]]], ours: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """One Markdown line per run whose readout views were chosen on validation (``{profile: our_results(...,
+    readout=True)}``), against the same run's reference readout (``ours``)."""
+    lines = []
+    for profile, runs in chosen.items():
+        for flag, rec in runs.items():
+            choice, ref = rec["readout"], ours.get(profile, {}).get(flag)
+            val = {v: o["mean"]["acc"] for v, o in choice["options"].items()}
+            m = rec["metrics"]
+            line = (f"- **{get_info(flag).title}**, `{profile}`: validation accuracy "
+                    + ", ".join(f"{pct(a, digits=2)} % with views {v}" for v, a in val.items())
+                    + f"; chosen: **{choice['chosen']}**, test accuracy {pct(m['mean']['acc'], m['std']['acc'], 2)} %, "
+                    f"AUC {pct(m['mean']['auc_paper'], m['std']['auc_paper'], 2)} % (paper's)")
+            if ref is not None and choice["chosen"] != "none":
+                r = ref["metrics"]
+                line += (f", against {pct(r['mean']['acc'], r['std']['acc'], 2)} % and "
+                         f"{pct(r['mean']['auc_paper'], r['std']['auc_paper'], 2)} % read once")
+            lines.append(line + ".")
+    return "\n".join(lines) if lines else "No run has its readout views chosen yet (`msflow evaluate --run RUN --choose-views`)."
 
 
 def results_table(ours: dict[str, dict[str, dict[str, Any]]], datasets: Iterable[str] = STUDY_DATASETS):

@@ -58,7 +58,7 @@ def test_every_notebook_has_a_typed_parameters_cell_and_no_outputs():
 @pytest.mark.parametrize("name, keys, images", [
     ("data", {"data_table"}, 8),
     ("train", {"train_images", "train_minutes", "train_best_val_acc"}, 1),
-    ("evaluate", {"eval_acc", "eval_auc_paper", "eval_auc_medmnist", "eval_repeats"}, 4),
+    ("evaluate", {"eval_acc", "eval_auc_paper", "eval_auc_medmnist", "eval_repeats", "eval_views_chosen"}, 4),
     ("generate", set(), 4),
     ("uncertainty", {"uncertainty_table", "uncertainty_checks"}, 1),
     ("fidelity", {"fidelity_sweep", "fidelity_cas"}, 1),
@@ -72,7 +72,7 @@ def test_notebook_runs_in_smoke_mode(smoke_env, tmp_path, name, keys, images):
 
 def test_summary_reads_every_smoke_result(smoke_env, tmp_path):
     nb = _run("summary", tmp_path / "summary.ipynb")
-    assert {"results_prose", "results_table", "runs_table", "arc_figure"} <= _glued(nb)
+    assert {"results_prose", "readout_prose", "results_table", "runs_table", "arc_figure"} <= _glued(nb)
     assert len(_outputs(nb, "application/papermill.record/image/png")) == 1  # the accuracy-rejection figure
     prose = next(o["data"]["application/papermill.record/text/markdown"] for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
                  if o.get("metadata", {}).get("scrapbook", {}).get("name") == "results_prose")
@@ -111,3 +111,28 @@ def test_short_commit_keeps_the_dirty_and_declared_marks():
     assert short_commit(sha + "-dirty") == "a638c0882147-dirty"
     assert short_commit(sha + " (declared)") == "a638c0882147 (declared)"
     assert short_commit(None) == "not recorded" and short_commit("unknown") == "unknown"
+
+
+def _metrics(acc, auc, std=0.001):
+    return {"mean": {"acc": acc, "auc_paper": auc, "auc_medmnist": auc}, "std": {"acc": std, "auc_paper": std, "auc_medmnist": std}}
+
+
+def test_readout_table_and_prose_show_the_choice_on_validation_and_only_the_chosen_test_readout():
+    from msflow.study import readout_prose, readout_table
+
+    choice = {"options": {"none": {**_metrics(0.958, 0.990), "views": 1}, "flips": {**_metrics(0.962, 0.991), "views": 4}},
+              "chosen": "flips", "test": {**_metrics(0.9531, 0.9861), "file": "eval_test_flips.json"}}
+    reference = {"metrics": _metrics(0.9517, 0.9855), "eval": {"views": "none", "steps": 1}}
+    table = readout_table(choice, reference)
+    assert table.loc["flips", "chosen"] == "yes" and table.loc["none", "chosen"] == ""
+    assert table.loc["flips", "network evaluations per image"] == 4
+    assert table.loc["none", "validation ACC"] == "95.80 ± 0.10" and table.loc["flips", "test ACC"] == "95.31 ± 0.10"
+    assert table.loc["none", "test ACC"] == "95.17 ± 0.10"  # the reference readout's own test record
+    choice3 = {**choice, "options": {**choice["options"], "dihedral": {**_metrics(0.961, 0.992), "views": 8}}}
+    assert readout_table(choice3, reference).loc["dihedral", "test ACC"] == "not evaluated"  # not chosen: not read on test
+    ours = {"cpu": {"bloodmnist": {"metrics": reference["metrics"]}}}
+    chosen = {"cpu": {"bloodmnist": {"metrics": choice["test"], "readout": choice}}}
+    assert readout_prose(chosen, ours) == (
+        "- **BloodMNIST**, `cpu`: validation accuracy 95.80 % with views none, 96.20 % with views flips; chosen: **flips**, "
+        "test accuracy 95.31 ± 0.10 %, AUC 98.61 ± 0.10 % (paper's), against 95.17 ± 0.10 % and 98.55 ± 0.10 % read once.")
+    assert readout_prose({}, ours).startswith("No run has its readout views chosen yet")
