@@ -16,7 +16,7 @@ from msflow.config import EvalConfig, RunConfig
 from msflow.data import load_split
 from msflow.evaluate import EvalResult, Predictions, bf16_autocast, evaluate
 from msflow.results import LoadedModel, load_weights, provenance, read_json, save_predictions, write_json
-from msflow.sampler import SOLVERS, Generation, generate
+from msflow.sampler import SOLVERS, VIEWS, Generation, generate
 from msflow.train import resolve_device
 from msflow.uncertainty import MultiPass, multi_pass
 
@@ -116,8 +116,6 @@ def choose_readout(
     Returns:
         The record written: each option's validation metrics (mean and std), the choice and its test metrics.
     """
-    from msflow.sampler import VIEWS
-
     if not options or options[0] != "none":
         raise ValueError(f"the options must start with the reference readout 'none', got {options}")
     unknown = [o for o in options if o not in VIEWS]
@@ -139,7 +137,7 @@ def choose_readout(
         "checkpoint_step": test["checkpoint"]["step"],
         "test": {"mean": test["metrics"]["mean"], "std": test["metrics"]["std"],
                  "file": f"eval_{_suffix('test', 'best', chosen)}.json"},
-        "provenance": test["provenance"],
+        "provenance": provenance(resolve_device(device)),  # of this choice; each evaluation file keeps its own
     }
     write_json(run_dir / "readout.json", record)
     return record

@@ -156,12 +156,13 @@ def readout_prose(chosen: dict[str, dict[str, dict[str, Any]]], ours: dict[str, 
     return "\n".join(lines) if lines else "No run has its readout views chosen yet (`msflow evaluate --run RUN --choose-views`)."
 
 
-def results_table(ours: dict[str, dict[str, dict[str, Any]]], datasets: Iterable[str] = STUDY_DATASETS):
+def results_table(ours: dict[str, dict[str, dict[str, Any]]], datasets: Iterable[str] = STUDY_DATASETS,
+                  missing: dict[str, str] | None = None):
     """One row per model, one (AUC, ACC) column pair per dataset: our runs first (one row per profile, as
     ``{profile: our_results(...)}``), then Table 1.
 
     AUC is the paper's distance AUC for our rows, as in the paper's MedSymmFlow rows. Missing results
-    are shown as "not run". Rows from the paper are labelled "paper, Table 1" (``msflow.paper.SOURCE_PAPER`` cites it).
+    are shown as "not run", or as ``missing[profile]`` says. Rows from the paper are labelled "paper, Table 1" (``msflow.paper.SOURCE_PAPER`` cites it).
     """
     import pandas as pd
 
@@ -172,8 +173,9 @@ def results_table(ours: dict[str, dict[str, dict[str, Any]]], datasets: Iterable
         for ds in datasets:
             rec = runs.get(ds)
             m = rec["metrics"] if rec else None
-            row[(ds, "AUC")] = pct(m["mean"]["auc_paper"], m["std"]["auc_paper"]) if m else "not run"
-            row[(ds, "ACC")] = pct(m["mean"]["acc"], m["std"]["acc"]) if m else "not run"
+            gap = (missing or {}).get(profile, "not run")
+            row[(ds, "AUC")] = pct(m["mean"]["auc_paper"], m["std"]["auc_paper"]) if m else gap
+            row[(ds, "ACC")] = pct(m["mean"]["acc"], m["std"]["acc"]) if m else gap
         rows.append(row)
     for model, vals in TABLE1.items():
         r: dict[str, Any] = {"model": model, "source": "paper, Table 1"}

@@ -136,3 +136,14 @@ def test_readout_table_and_prose_show_the_choice_on_validation_and_only_the_chos
         "- **BloodMNIST**, `cpu`: validation accuracy 95.80 % with views none, 96.20 % with views flips; chosen: **flips**, "
         "test accuracy 95.31 ± 0.10 %, AUC 98.61 ± 0.10 % (paper's), against 95.17 ± 0.10 % and 98.55 ± 0.10 % read once.")
     assert readout_prose({}, ours).startswith("No run has its readout views chosen yet")
+
+
+def test_results_table_says_not_run_or_what_a_row_names_for_a_missing_result():
+    from msflow.study import results_table
+
+    rec = {"metrics": _metrics(0.95, 0.985)}
+    table = results_table({"cpu": {"bloodmnist": rec}, "cpu, views chosen on validation": {"bloodmnist": rec}},
+                          missing={"cpu, views chosen on validation": "not compared"})
+    assert table.loc[("MedSymmFlow (28), ours, cpu", "this study"), ("BloodMNIST", "ACC")] == "95.0 ± 0.1"
+    assert table.loc[("MedSymmFlow (28), ours, cpu", "this study"), ("RetinaMNIST", "ACC")] == "not run"
+    assert table.loc[("MedSymmFlow (28), ours, cpu, views chosen on validation", "this study"), ("RetinaMNIST", "AUC")] == "not compared"

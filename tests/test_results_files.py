@@ -297,7 +297,8 @@ def test_readout_views_are_chosen_on_validation_and_recorded_beside_the_referenc
     acc = {v: o["mean"]["acc"] for v, o in rec["options"].items()}
     assert set(acc) == {"none", "flips"} and rec["options"]["flips"]["views"] == 4
     assert rec["chosen"] == runs.pick_readout({v: (acc[v], rec["options"][v]["views"]) for v in acc})
-    assert json.loads((run / "readout.json").read_text())["chosen"] == rec["chosen"]
+    on_disk = json.loads((run / "readout.json").read_text())
+    assert on_disk["chosen"] == rec["chosen"] and on_disk["provenance"]["git_commit"] and on_disk["provenance"]["device"]
     # each option's validation record is a file of its own, and the reference's test record stays as it was
     flips_val = json.loads((run / "eval_val_flips.json").read_text())
     assert flips_val["eval"]["views"] == "flips" and flips_val["metrics"]["settings"]["views"] == "flips"
