@@ -114,7 +114,8 @@ def choose_readout(
     the choice.
 
     Returns:
-        The record written: each option's validation metrics (mean and std), the choice and its test metrics.
+        the record written to ``readout.json``, with each option's validation metrics (mean and std), the choice and
+        its test metrics.
     """
     if not options or options[0] != "none":
         raise ValueError(f"the options must start with the reference readout 'none', got {options}")

@@ -110,7 +110,7 @@ VIEWS: dict[str, tuple[tuple[Callable, Callable], ...]] = {
     "dihedral": ((_IDENTITY, _IDENTITY), (_FLIP_W, _FLIP_W), (_FLIP_H, _FLIP_H), (_FLIP_HW, _FLIP_HW),
                  (_TRANSPOSE, _TRANSPOSE), (_ANTI_TRANSPOSE, _ANTI_TRANSPOSE), (_rot90(1), _rot90(-1)), (_rot90(-1), _rot90(1))),
 }
-"""Readout views: name to ``(transform, inverse)`` pairs applied to the images and undone on the predicted maps.
+"""Readout view name to its ``(transform, inverse)`` pairs, applied to the images and undone on the predicted maps.
 
 ``"none"`` is the reference (the image as it is); ``"flips"`` adds its horizontal, vertical and double flips, the
 transforms the reference trains Blood, Derma and Retina with; ``"dihedral"`` adds the transposes and quarter turns.
