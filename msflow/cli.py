@@ -111,14 +111,13 @@ def _evaluate(args) -> int:
     over = {k: v for k, v in {"repeats": args.repeats, "steps": args.steps, "solver": args.solver, "views": args.views}.items()
             if v is not None}
     if args.choose_views is not None:
-        from msflow.runs import choose_readout
+        from msflow.runs import choose_readout, parse_readout_options
 
         if args.views is not None or args.split != "test" or args.checkpoint != "best":
             raise ValueError("--choose-views picks the views on validation for the test split of the best checkpoint; "
                              "drop --views, --split and --checkpoint")
-        options = tuple(o.strip() for o in args.choose_views.split(",") if o.strip())
         # recorded evaluations of the same settings are read, never recomputed: the published single readout stays as it is
-        rec = choose_readout(args.run, options, data_root=args.data_root, device=args.device, download=args.download, reuse=True)
+        rec = choose_readout(args.run, parse_readout_options(args.choose_views), data_root=args.data_root, device=args.device, download=args.download, reuse=True)
         for views, o in rec["options"].items():
             print(f"validation, views {views} ({o['views']}): accuracy {o['mean']['acc']:.4f} +- {o['std']['acc']:.4f}")
         t = rec["test"]

@@ -19,7 +19,7 @@ from msflow import metrics
 from msflow.config import EvalConfig
 from msflow.data import Split
 from msflow.model import Components
-from msflow.sampler import VIEWS, classify
+from msflow.sampler import classify, view_pairs
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def predict(
     gen = torch.Generator(device).manual_seed(seed)
     n = len(split) if limit <= 0 else min(limit, len(split))
     out_d = []
-    per_batch = max(1, batch_size // len(VIEWS.get(views, ((),))))  # each view is a copy in the network's batch
+    per_batch = max(1, batch_size // len(view_pairs(views)))  # each view is a copy in the network's batch
     starts = range(0, n, per_batch)
     for i in tqdm(starts, desc=f"classify {split.name}", disable=not progress, leave=False):
         x = comps.prepare(split.images[i : i + per_batch].to(device))

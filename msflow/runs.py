@@ -144,6 +144,11 @@ def choose_readout(
     return record
 
 
+def parse_readout_options(text: str) -> tuple[str, ...]:
+    """``"none, flips"`` to ``("none", "flips")``: the comma-separated options of :func:`choose_readout`."""
+    return tuple(o.strip() for o in text.split(",") if o.strip())
+
+
 def pick_readout(scores: dict[str, tuple[float, int]]) -> str:
     """The readout with the highest validation accuracy, of ``{views: (accuracy, number of views)}``; a tie goes to
     fewer views."""

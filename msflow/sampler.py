@@ -117,6 +117,13 @@ transforms the reference trains Blood, Derma and Retina with; ``"dihedral"`` add
 """
 
 
+def view_pairs(views: str) -> tuple[tuple[Callable, Callable], ...]:
+    """The ``(transform, inverse)`` pairs of the readout views named ``views`` (a key of :data:`VIEWS`)."""
+    if views not in VIEWS:
+        raise ValueError(f"unknown readout views {views!r}; choose one of {sorted(VIEWS)}")
+    return VIEWS[views]
+
+
 @dataclass(frozen=True)
 class Classification:
     """Backward integration from images to label maps, decoded.
@@ -172,9 +179,7 @@ def classify(
     With ``views`` other than ``"none"`` (see :data:`VIEWS`), each transformed copy of ``x`` is read out with its own
     noise, in one batch, and the predicted maps, transformed back, are averaged before decoding.
     """
-    if views not in VIEWS:
-        raise ValueError(f"unknown readout views {views!r}; choose one of {sorted(VIEWS)}")
-    pairs = VIEWS[views]
+    pairs = view_pairs(views)
     if len(pairs) > 1:
         if keep_trajectory:
             raise ValueError("a trajectory is kept for the single-view readout only; use views='none'")

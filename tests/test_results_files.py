@@ -285,6 +285,11 @@ def test_study_refuses_datasets_taken_for_compared_profiles(monkeypatch):
         module.main()
 
 
+def test_readout_options_are_parsed_from_a_comma_separated_list():
+    assert runs.parse_readout_options("none, flips,,dihedral ") == ("none", "flips", "dihedral")
+    assert runs.parse_readout_options("") == ()
+
+
 def test_readout_choice_prefers_accuracy_then_fewer_views():
     assert runs.pick_readout({"none": (0.90, 1), "flips": (0.92, 4), "dihedral": (0.91, 8)}) == "flips"
     assert runs.pick_readout({"none": (0.92, 1), "flips": (0.92, 4)}) == "none"
