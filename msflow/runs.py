@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -138,10 +139,20 @@ def choose_readout(
         "checkpoint_step": test["checkpoint"]["step"],
         "test": {"mean": test["metrics"]["mean"], "std": test["metrics"]["std"],
                  "file": f"eval_{_suffix('test', 'best', chosen)}.json"},
-        "provenance": provenance(resolve_device(device)),  # of this choice; each evaluation file keeps its own
     }
-    write_json(run_dir / "readout.json", record)
+    path = run_dir / "readout.json"
+    if path.exists():  # the same choice from the same records: keep the file, and the provenance of when it was made
+        found = read_json(path)
+        if _canonical({k: v for k, v in found.items() if k != "provenance"}) == _canonical(record):
+            return found
+    record["provenance"] = provenance(resolve_device(device))  # of this choice; each evaluation file keeps its own
+    write_json(path, record)
     return record
+
+
+def _canonical(obj: Any) -> str:
+    """``obj`` as JSON with sorted keys, so that records read back from disk compare equal (NaN included)."""
+    return json.dumps(obj, sort_keys=True, default=str)
 
 
 def parse_readout_options(text: str) -> tuple[str, ...]:

@@ -315,9 +315,11 @@ def test_readout_views_are_chosen_on_validation_and_recorded_beside_the_referenc
     # the flip readout on test is its own record too, with four views' maps averaged per pass
     _, flips_test = runs.evaluate_run(run, "test", data_root=small_root, device="cpu", progress=False, eval_overrides={"views": "flips"})
     assert (run / "eval_test_flips.json").exists() and flips_test["eval"]["views"] == "flips"
-    # recorded: choosing again recomputes nothing
+    # recorded: choosing again recomputes nothing, and the same choice leaves readout.json (and its provenance) as it was
     _forbid(monkeypatch, runs, "evaluate")
+    _forbid(monkeypatch, runs, "write_json")
     again = runs.choose_readout(run, ("none", "flips"), data_root=small_root, device="cpu", progress=False)
+    assert again["provenance"] == on_disk["provenance"]
     assert again["chosen"] == rec["chosen"] and {v: o["mean"]["acc"] for v, o in again["options"].items()} == acc
     with pytest.raises(ValueError, match="must start with the reference readout 'none'"):
         runs.choose_readout(run, ("flips",), data_root=small_root, device="cpu")
