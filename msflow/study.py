@@ -86,7 +86,7 @@ def pct(mean: float, std: float | None = None, digits: int = 1) -> str:
     return f"{100 * mean:.{digits}f}" + (f" ± {100 * std:.{digits}f}" if std is not None else "")
 
 
-EDITIONS = ("gpu-long", "gpu", "cpu-lam05-x8", "cpu-lam05-x6", "cpu-long", "cpu")  # the profiles the book's results chapter shows, in this order
+EDITIONS = ("gpu-long", "gpu", "cpu-lam05-x8", "cpu-lam05-x6", "cpu-lam03-auc", "cpu-long", "cpu")  # the profiles the book's results chapter shows, in this order
 
 
 def editions(runs_dir: str | os.PathLike, first: str, datasets: Iterable[str] = STUDY_DATASETS) -> list[str]:
