@@ -48,3 +48,19 @@ def test_bad_sizes_say_what_to_do():
         VelocityNet(ModelConfig(), 1, 3, resolution=28)
     with pytest.raises(ValueError, match="norm_num_groups"):
         VelocityNet(ModelConfig(base_channels=48), 1, 3, resolution=32)
+
+
+def test_every_profile_builds_its_network():
+    # a profile whose widths GroupNorm cannot split fails at the start of a run: catch it here (on the meta device,
+    # so no weights are allocated); the latent profiles' networks see the VAE's 4 latent channels
+    from msflow.config import PROFILES
+
+    sizes = {}
+    for profile in PROFILES:
+        cfg = make_config("bloodmnist", profile)
+        with torch.device("meta"):
+            net = VelocityNet(cfg.model, 4 if cfg.latent.enabled else 3, 3, cfg.data.resolution)
+        sizes[profile] = net.num_parameters()
+    # the CPU width lever is 1.5 times cpu's channels: about 2.2 times its parameters (config.py says 2.0 M)
+    assert round(sizes["cpu"] / 1e6, 1) == 0.9 and round(sizes["cpu-lam05-w24"] / 1e6, 1) == 2.0
+    assert sizes["gpu-wide"] == sizes["paper"] > sizes["gpu"] > sizes["cpu"]
