@@ -308,6 +308,84 @@ def results_prose(ours: dict[str, dict[str, dict[str, Any]]], datasets: Iterable
     return "\n".join(lines)
 
 
+def run_facts(train: dict[str, Any], evaluation: dict[str, Any], readout: dict[str, Any] | None = None,
+              train_split: dict[str, Any] | None = None) -> dict[str, str]:
+    """One run's numbers as the book's prose quotes them, each formatted and read from its results files.
+
+    ``train``, ``evaluation``: the run's ``train.json`` and ``eval_test.json``; ``readout``: its ``readout.json`` if the
+    readout views were chosen on validation; ``train_split``: its ``eval_train.json`` if the training split was
+    evaluated. Test metrics have two decimals, validation metrics (one pass during training) one. Keys:
+    ``steps``, ``images``, ``minutes``, ``seconds``, ``steps_per_s``, ``device``, ``select`` (the validation metric that
+    chose the checkpoint), ``step`` (the one it chose), ``best_val`` and ``best_val_auc`` (its validation accuracy and
+    AUC), ``val_<step>`` and ``val_auc_<step>`` for every validation point of training, ``acc``, ``acc_std``, ``auc``,
+    ``aucm`` (test: accuracy, AUC by the paper's definition and by the MedMNIST evaluator's), ``recall_<k>`` (test
+    recall of class ``k`` in the evaluation's first pass, whose confusion matrix is recorded), and where recorded
+    ``readout``, ``readout_acc``, ``readout_auc``, ``readout_aucm`` (the chosen views and their test metrics; the
+    views are ``none`` when a single read was kept) and ``train_acc``.
+    """
+    best, m = train["best"], evaluation["metrics"]["mean"]
+    seconds = train["train_seconds"]
+    facts = {
+        "steps": f"{train['steps']}", "images": f"{train['images_seen']:,}", "minutes": f"{seconds / 60:.1f}",
+        "seconds": f"{seconds:.0f}", "steps_per_s": f"{train['steps'] / seconds:.1f}",
+        "device": train["provenance"]["device"],
+        "select": {"acc": "accuracy", "auc": "AUC"}.get(train["config"]["train"].get("select", "acc"), "accuracy"),
+        "step": f"{best['step']}", "best_val": pct(best["val_acc"]), "best_val_auc": pct(best["val_auc"]),
+        "acc": pct(m["acc"], digits=2), "acc_std": pct(evaluation["metrics"]["std"]["acc"], digits=2),
+        "auc": pct(m["auc_paper"], digits=2), "aucm": pct(m["auc_medmnist"], digits=2),
+    }
+    if evaluation["metrics"].get("confusion") is not None:
+        from msflow.metrics import recall_from_confusion
+
+        for k, recall in enumerate(recall_from_confusion(evaluation["metrics"]["confusion"])):
+            if recall is not None:
+                facts[f"recall_{k}"] = pct(recall, digits=1)
+    for point in train["history"]:
+        if point.get("val_acc") is not None:
+            facts[f"val_{point['step']}"] = pct(point["val_acc"])
+            facts[f"val_auc_{point['step']}"] = pct(point["val_auc"])
+    if readout is not None:
+        facts["readout"] = readout["chosen"]
+        chosen = readout["test"]["mean"] if readout["chosen"] != "none" else m
+        facts |= {"readout_acc": pct(chosen["acc"], digits=2), "readout_auc": pct(chosen["auc_paper"], digits=2),
+                  "readout_aucm": pct(chosen["auc_medmnist"], digits=2)}
+    if train_split is not None:
+        facts["train_acc"] = pct(train_split["metrics"]["mean"]["acc"])
+    return facts
+
+
+def recipes_prose(facts: dict[str, dict[str, str]]) -> str:
+    """One Markdown line per run (``{profile: run_facts(...)}``): its length and cost, the checkpoint its validation
+    metric chose, its test metrics and, where recorded, its readout and training-split accuracy."""
+    lines = []
+    for profile, f in facts.items():
+        line = (f"- `{profile}`: {f['steps']} steps ({f['images']} images) in {f['minutes']} min on {f['device']} "
+                f"({f['steps_per_s']} steps/s); validation {f['select']} chose step {f['step']} "
+                f"({f['best_val']} % accuracy, {f['best_val_auc']} % AUC on validation); test: {f['acc']} ± {f['acc_std']} % "
+                f"accuracy, AUC {f['auc']} % by the paper's definition and {f['aucm']} % by the MedMNIST evaluator's")
+        if f.get("readout", "none") != "none":
+            line += (f"; with the {f['readout']} readout chosen on validation, {f['readout_acc']} % and "
+                     f"{f['readout_auc']} % ({f['readout_aucm']} %)")
+        elif "readout" in f:
+            line += "; a single read was kept on validation"
+        if "train_acc" in f:
+            line += f"; {f['train_acc']} % of the training split classified correctly"
+        lines.append(line + ".")
+    return "\n".join(lines) if lines else "No finished run to describe."
+
+
+def val_at_steps(facts: dict[str, dict[str, str]], every: int = 500):
+    """Validation accuracy (%) of each run (rows) at the training steps that are multiples of ``every`` and at each
+    run's last step (columns); empty where a run has no validation point there."""
+    import pandas as pd
+
+    steps = sorted({int(k[4:]) for f in facts.values() for k in f if k.startswith("val_") and k[4:].isdigit()})
+    last = {max((int(k[4:]) for k in f if k.startswith("val_") and k[4:].isdigit()), default=0) for f in facts.values()}
+    cols = [s for s in steps if s % every == 0 or s in last]
+    return pd.DataFrame({s: {p: f.get(f"val_{s}", "") for p, f in facts.items()} for s in cols}).rename_axis(
+        columns="step")
+
+
 def confusion_prose(confusion, names: list[str], below: float = 0.5) -> str:
     """A Markdown sentence on the classes whose recall is under ``below``, each with the class it is most often
     taken for (rows of ``confusion`` = true class), or that every class reaches it."""

@@ -62,7 +62,7 @@ def test_every_notebook_has_a_typed_parameters_cell_and_no_outputs():
     ("generate", set(), 4),
     ("uncertainty", {"uncertainty_table", "uncertainty_checks"}, 1),
     ("fidelity", {"fidelity_sweep", "fidelity_cas"}, 1),
-    ("recipes", {"recipes_figure", "recipes_table"}, 0),
+    ("recipes", {"recipes_figure", "recipes_table", "recipes_prose", "val_steps_table", "smoke__acc", "smoke__step"}, 0),
 ])
 def test_notebook_runs_in_smoke_mode(smoke_env, tmp_path, name, keys, images):
     nb = _run(name, tmp_path / f"{name}.ipynb")

@@ -336,3 +336,46 @@ def test_an_evaluation_recorded_before_readout_views_existed_is_still_reused(run
     _forbid(monkeypatch, runs, "evaluate")
     _, again = runs.evaluate_run(run, "test", data_root=small_root, device="cpu", progress=False)
     assert again["metrics"]["mean"]["acc"] == rec["metrics"]["mean"]["acc"]
+
+
+def _records(select="auc", chosen="flips"):
+    history = [{"step": 250, "images": 16000, "val_acc": 0.475, "val_auc": 0.708},
+               {"step": 300, "images": 19200, "loss": 0.4},  # a loss-only point has no validation facts
+               {"step": 500, "images": 32000, "val_acc": 0.5417, "val_auc": 0.7381},
+               {"step": 750, "images": 48000, "val_acc": 0.5333, "val_auc": 0.7520}]
+    train = {"steps": 750, "images_seen": 48000, "train_seconds": 300.0, "history": history, "best": history[3],
+             "config": {"train": {"select": select}}, "provenance": {"device": "CPU (x86_64, 2 threads)"}}
+    metric = {"acc": 0.5195, "auc_paper": 0.72139, "auc_medmnist": 0.7243}
+    evaluation = {"metrics": {"mean": metric, "std": {"acc": 0.0043, "auc_paper": 0.01, "auc_medmnist": 0.01},
+                              "confusion": [[154, 80], [4, 386]]}}
+    readout = {"chosen": chosen, "test": {"mean": {"acc": 0.5235, "auc_paper": 0.6962, "auc_medmnist": 0.6986}}}
+    return train, evaluation, readout
+
+
+def test_run_facts_read_every_number_from_the_records():
+    train, evaluation, readout = _records()
+    f = study.run_facts(train, evaluation, readout, {"metrics": {"mean": {"acc": 0.965}}})
+    assert (f["steps"], f["images"], f["minutes"], f["seconds"], f["steps_per_s"]) == ("750", "48,000", "5.0", "300", "2.5")
+    assert (f["select"], f["step"], f["best_val"], f["best_val_auc"]) == ("AUC", "750", "53.3", "75.2")
+    assert (f["val_250"], f["val_auc_500"], f["val_750"]) == ("47.5", "73.8", "53.3") and "val_300" not in f
+    assert (f["acc"], f["acc_std"], f["auc"], f["aucm"]) == ("51.95", "0.43", "72.14", "72.43")
+    assert (f["readout"], f["readout_acc"], f["readout_auc"], f["readout_aucm"]) == ("flips", "52.35", "69.62", "69.86")
+    assert f["train_acc"] == "96.5"
+    assert (f["recall_0"], f["recall_1"]) == ("65.8", "99.0")  # 154 / 234 and 386 / 390, the first pass's rows
+    # a single read kept on validation: the readout facts are the single read's
+    f = study.run_facts(*_records(select="acc", chosen="none"))
+    assert (f["select"], f["readout"], f["readout_acc"]) == ("accuracy", "none", "51.95") and "train_acc" not in f
+
+
+def test_recipes_prose_and_matched_steps_table():
+    train, evaluation, readout = _records()
+    facts = {"cpu-lam03-auc": study.run_facts(train, evaluation, readout),
+             "cpu": study.run_facts(*_records(select="acc", chosen="none"))}
+    prose = study.recipes_prose(facts).splitlines()
+    assert len(prose) == 2 and prose[0].startswith("- `cpu-lam03-auc`: 750 steps (48,000 images) in 5.0 min")
+    assert "validation AUC chose step 750" in prose[0] and "with the flips readout chosen on validation, 52.35 %" in prose[0]
+    assert "a single read was kept on validation" in prose[1]
+    table = study.val_at_steps(facts)
+    assert list(table.columns) == [500, 750]  # every 500 steps, and each run's last step
+    assert table.loc["cpu", 500] == "54.2" and table.loc["cpu-lam03-auc", 750] == "53.3"
+    assert study.recipes_prose({}) == "No finished run to describe."

@@ -5,11 +5,17 @@
 * The Jupyter widgets manager (``embed-amd.js``, served from ``offline/widgets``) derives the URL of its
   modules and icon fonts from RequireJS module paths, which default to the page's own folder. A per-page
   ``require.config`` maps them to the local copy, so nothing is fetched from elsewhere or 404s.
+
+It also adds the role that puts a run's numbers into a chapter's prose without typing them: ``{run}`DATASET/PROFILE:FACT```
+pastes the fact that the dataset's recipes page (``executed/DATASET-recipes.ipynb``) glued as ``PROFILE__FACT``, read
+there from the run's results files by ``msflow.study.run_facts`` (for example ``{run}`bloodmnist/cpu-lam05-x6:acc```).
+A fact that page did not glue is a build warning, so an error under ``-W``.
 """
 
 from __future__ import annotations
 
 from sphinx.builders.html._assets import _JavaScript
+from sphinx.util.docutils import SphinxRole
 
 WIDGETS_DIR = "offline/widgets"
 
@@ -34,6 +40,29 @@ def _fix_page_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = kept
 
 
+class RunFact(SphinxRole):
+    """``{run}`DATASET/PROFILE:FACT``` -> the text the recipes page of DATASET glued as ``PROFILE__FACT``."""
+
+    def run(self):
+        from myst_nb.ext.glue.utils import PendingGlueReferenceError, create_pending_glue_ref
+
+        target, _, fact = self.text.rpartition(":")
+        dataset, _, profile = target.partition("/")
+        if not (dataset and profile and fact):
+            msg = self.inliner.reporter.error(
+                f"{{run}} wants DATASET/PROFILE:FACT (e.g. bloodmnist/cpu-lam05-x6:acc), got {self.text!r}", line=self.lineno)
+            return [self.inliner.problematic(self.rawtext, self.rawtext, msg)], [msg]
+        try:
+            ref = create_pending_glue_ref(self.inliner.document, self.get_source_info()[0], self.lineno,
+                                          f"/executed/{dataset}-recipes.ipynb", f"{profile}__{fact}",
+                                          inline=True, gtype="text", fmt_spec="s")
+        except PendingGlueReferenceError as exc:
+            msg = self.inliner.reporter.error(f"{{run}}`{self.text}`: {exc}", line=self.lineno)
+            return [self.inliner.problematic(self.rawtext, self.rawtext, msg)], [msg]
+        return [ref], []
+
+
 def setup(app):
     app.connect("html-page-context", _fix_page_scripts, priority=900)  # after the handlers that add scripts
+    app.add_role("run", RunFact())
     return {"parallel_read_safe": True, "parallel_write_safe": True}
