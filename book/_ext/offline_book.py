@@ -52,9 +52,13 @@ class RunFact(SphinxRole):
             msg = self.inliner.reporter.error(
                 f"{{run}} wants DATASET/PROFILE:FACT (e.g. bloodmnist/cpu-lam05-x6:acc), got {self.text!r}", line=self.lineno)
             return [self.inliner.problematic(self.rawtext, self.rawtext, msg)], [msg]
+        pages = sorted(d for d in self.env.found_docs if d.endswith(f"executed/{dataset}-recipes"))
         try:
+            if not pages:
+                raise PendingGlueReferenceError(f"no recipes page executed/{dataset}-recipes in the book "
+                                                f"(scripts/study.sh --compare ... -- {dataset} makes it)")
             ref = create_pending_glue_ref(self.inliner.document, self.get_source_info()[0], self.lineno,
-                                          f"/executed/{dataset}-recipes.ipynb", f"{profile}__{fact}",
+                                          f"/{pages[0]}.ipynb", f"{profile}__{fact}",
                                           inline=True, gtype="text", fmt_spec="s")
         except PendingGlueReferenceError as exc:
             msg = self.inliner.reporter.error(f"{{run}}`{self.text}`: {exc}", line=self.lineno)
