@@ -86,7 +86,7 @@ def pct(mean: float, std: float | None = None, digits: int = 1) -> str:
     return f"{100 * mean:.{digits}f}" + (f" ± {100 * std:.{digits}f}" if std is not None else "")
 
 
-EDITIONS = ("gpu-long", "gpu", "cpu-lam05-x8", "cpu-lam05-x6", "cpu-lam03-auc", "cpu-long", "cpu")  # the profiles the book's results chapter shows, in this order
+EDITIONS = ("gpu-long", "gpu", "cpu-lam05-x8", "cpu-lam05-x6", "cpu-w24", "cpu-lam03-auc-x2", "cpu-lam03-auc", "cpu-long", "cpu")  # the profiles the book's results chapter shows, in this order
 
 
 def editions(runs_dir: str | os.PathLike, first: str, datasets: Iterable[str] = STUDY_DATASETS) -> list[str]:
@@ -374,13 +374,17 @@ def recipes_prose(facts: dict[str, dict[str, str]]) -> str:
     return "\n".join(lines) if lines else "No finished run to describe."
 
 
-def val_at_steps(facts: dict[str, dict[str, str]], every: int = 500):
+def val_at_steps(facts: dict[str, dict[str, str]], every: int | None = None):
     """Validation accuracy (%) of each run (rows) at the training steps that are multiples of ``every`` and at each
-    run's last step (columns); empty where a run has no validation point there."""
+    run's last step (columns); empty where a run has no validation point there. ``every`` defaults to 500 steps, or
+    a multiple of 500 that keeps the longest run to twelve columns or so."""
+    import math
+
     import pandas as pd
 
     steps = sorted({int(k[4:]) for f in facts.values() for k in f if k.startswith("val_") and k[4:].isdigit()})
     last = {max((int(k[4:]) for k in f if k.startswith("val_") and k[4:].isdigit()), default=0) for f in facts.values()}
+    every = every or 500 * max(1, math.ceil(max(steps, default=0) / 6000))
     cols = [s for s in steps if s % every == 0 or s in last]
     return pd.DataFrame({s: {p: f.get(f"val_{s}", "") for p, f in facts.items()} for s in cols}).rename_axis(
         columns="step")

@@ -283,6 +283,10 @@ def test_study_refuses_datasets_taken_for_compared_profiles(monkeypatch):
     monkeypatch.setattr(module, "execute", lambda *a, **k: pytest.fail("nothing may be executed"))
     with pytest.raises(SystemExit, match=r"--compare bloodmnist retinamnist: not profiles .* after -- that ends its list"):
         module.main()
+    # a profile's run with another seed may be compared; a seed suffix does not make a dataset a profile
+    monkeypatch.setattr("sys.argv", ["study.py", "--no-book", "--compare", "cpu-seed1", "bloodmnist-seed1"])
+    with pytest.raises(SystemExit, match=r"--compare bloodmnist-seed1: not profiles"):
+        module.main()
 
 
 def test_readout_options_are_parsed_from_a_comma_separated_list():
@@ -379,3 +383,5 @@ def test_recipes_prose_and_matched_steps_table():
     assert list(table.columns) == [500, 750]  # every 500 steps, and each run's last step
     assert table.loc["cpu", 500] == "54.2" and table.loc["cpu-lam03-auc", 750] == "53.3"
     assert study.recipes_prose({}) == "No finished run to describe."
+    long = {"x8": {f"val_{s}": "90.0" for s in range(250, 12001, 250)}}
+    assert list(study.val_at_steps(long).columns) == list(range(1000, 12001, 1000))  # twelve columns for 12000 steps
