@@ -57,8 +57,15 @@ parts:
 """
 
 
-def execute(name: str, out: Path, params: dict, force: bool, log: list[str]) -> bool:
-    """Execute ``notebooks/<name>.ipynb`` into ``out`` unless it exists; True if it succeeded or existed."""
+EXPLORE_CELL_TIMEOUT = 1800  # seconds; the explorer's cells take seconds once its runs exist (without one, its first cell trains a quick run)
+
+
+def execute(name: str, out: Path, params: dict, force: bool, log: list[str], cell_timeout: int | None = None) -> bool:
+    """Execute ``notebooks/<name>.ipynb`` into ``out`` unless it exists; True if it succeeded or existed.
+
+    ``cell_timeout`` (seconds) is for notebooks whose every cell is quick: a cell that runs past it is taken for a hung
+    kernel exchange (papermill has been seen waiting for a reply the idle kernel never sent) and the notebook is executed
+    once more. Notebooks that train have no timeout, as a training cell may run for hours on a CPU."""
     if out.exists() and not force:
         log.append(f"reused {out.relative_to(ROOT)}")
         return True
@@ -66,8 +73,16 @@ def execute(name: str, out: Path, params: dict, force: bool, log: list[str]) -> 
     t0 = time.time()
     print(f"study: executing {name} -> {out.relative_to(ROOT)} with {params}", flush=True)
     try:
-        pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=params, kernel_name="python3",
-                            cwd=str(NOTEBOOKS), progress_bar=True)
+        attempts = 2 if cell_timeout else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=params, kernel_name="python3",
+                                    cwd=str(NOTEBOOKS), progress_bar=True, execution_timeout=cell_timeout)
+                break
+            except Exception as err:  # noqa: BLE001 - a cell that outlives its timeout is executed once more
+                if attempt == attempts or not (isinstance(err, TimeoutError) or "timed out" in str(err).lower()):
+                    raise
+                print(f"study: {name}: a cell ran past {cell_timeout} s; executing the notebook once more", flush=True)
     except Exception as err:  # noqa: BLE001 - a failed page (or a dead kernel) must not stop the other datasets
         # the partial notebook is kept for inspection, outside the book, so that a later run executes it again
         kept = ROOT / "_build" / "failed" / out.relative_to(EXECUTED)
@@ -163,7 +178,7 @@ def main() -> int:
     profiles = editions(ROOT / "results", args.profile)  # this profile's rows first, then the others that have runs
     ok &= execute("summary", EXECUTED / "summary.ipynb", {"profiles": ",".join(profiles), "runs_dir": RUNS}, True, log)
     ok &= execute("explore", EXECUTED / "explore.ipynb", {"profile": args.profile, "runs_dir": RUNS, "data_root": args.data_root},
-                  True, log)
+                  True, log, cell_timeout=EXPLORE_CELL_TIMEOUT)
     write_toc(args.profile)
     print("\n".join(["study: done"] + [f"  {line}" for line in log]))
     if not args.no_book:

@@ -289,6 +289,29 @@ def test_study_refuses_datasets_taken_for_compared_profiles(monkeypatch):
         module.main()
 
 
+def test_a_quick_notebook_whose_cell_hangs_is_executed_once_more(tmp_path, monkeypatch):
+    module = _script("study")
+    calls = []
+
+    def execute_notebook(src, out, **kwargs):
+        calls.append(kwargs["execution_timeout"])
+        if len(calls) == 1:
+            raise TimeoutError("A cell timed out while it was being executed, after 5 seconds.")
+        Path(out).write_text("{}")
+
+    monkeypatch.setattr(module.pm, "execute_notebook", execute_notebook)
+    executed = tmp_path / "book" / "executed"
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    monkeypatch.setattr(module, "EXECUTED", executed)
+    log = []
+    assert module.execute("explore", executed / "explore.ipynb", {}, True, log, cell_timeout=5)
+    assert calls == [5, 5] and log[-1].startswith("executed")
+    # without a timeout (a notebook that trains) nothing is retried, and a failure is logged, not raised
+    calls.clear()
+    assert not module.execute("explore", executed / "other.ipynb", {}, True, log)
+    assert calls == [None] and log[-1].startswith("FAILED explore {}: TimeoutError")
+
+
 def test_readout_options_are_parsed_from_a_comma_separated_list():
     assert runs.parse_readout_options("none, flips,,dihedral ") == ("none", "flips", "dihedral")
     assert runs.parse_readout_options("") == ()
