@@ -339,7 +339,7 @@ def run_facts(train: dict[str, Any], evaluation: dict[str, Any], readout: dict[s
 
         for k, recall in enumerate(recall_from_confusion(evaluation["metrics"]["confusion"])):
             if recall is not None:
-                facts[f"recall_{k}"] = pct(recall, digits=1)
+                facts[f"recall_{k}"] = pct(recall)
     for point in train["history"]:
         if point.get("val_acc") is not None:
             facts[f"val_{point['step']}"] = pct(point["val_acc"])
@@ -382,8 +382,9 @@ def val_at_steps(facts: dict[str, dict[str, str]], every: int | None = None):
 
     import pandas as pd
 
-    steps = sorted({int(k[4:]) for f in facts.values() for k in f if k.startswith("val_") and k[4:].isdigit()})
-    last = {max((int(k[4:]) for k in f if k.startswith("val_") and k[4:].isdigit()), default=0) for f in facts.values()}
+    points = {p: [int(k[4:]) for k in f if k.startswith("val_") and k[4:].isdigit()] for p, f in facts.items()}
+    steps = sorted({s for run in points.values() for s in run})
+    last = {max(run) for run in points.values() if run}
     every = every or 500 * max(1, math.ceil(max(steps, default=0) / 6000))
     cols = [s for s in steps if s % every == 0 or s in last]
     return pd.DataFrame({s: {p: f.get(f"val_{s}", "") for p, f in facts.items()} for s in cols}).rename_axis(

@@ -46,23 +46,24 @@ class RunFact(SphinxRole):
     def run(self):
         from myst_nb.ext.glue.utils import PendingGlueReferenceError, create_pending_glue_ref
 
+        def error(message: str):
+            msg = self.inliner.reporter.error(message, line=self.lineno)
+            return [self.inliner.problematic(self.rawtext, self.rawtext, msg)], [msg]
+
         target, _, fact = self.text.rpartition(":")
         dataset, _, profile = target.partition("/")
         if not (dataset and profile and fact):
-            msg = self.inliner.reporter.error(
-                f"{{run}} wants DATASET/PROFILE:FACT (e.g. bloodmnist/cpu-lam05-x6:acc), got {self.text!r}", line=self.lineno)
-            return [self.inliner.problematic(self.rawtext, self.rawtext, msg)], [msg]
+            return error(f"{{run}} wants DATASET/PROFILE:FACT (e.g. bloodmnist/cpu-lam05-x6:acc), got {self.text!r}")
         pages = sorted(d for d in self.env.found_docs if d.endswith(f"executed/{dataset}-recipes"))
+        if not pages:
+            return error(f"{{run}}`{self.text}`: no recipes page executed/{dataset}-recipes in the book "
+                         f"(scripts/study.sh --compare ... -- {dataset} makes it)")
         try:
-            if not pages:
-                raise PendingGlueReferenceError(f"no recipes page executed/{dataset}-recipes in the book "
-                                                f"(scripts/study.sh --compare ... -- {dataset} makes it)")
             ref = create_pending_glue_ref(self.inliner.document, self.get_source_info()[0], self.lineno,
                                           f"/{pages[0]}.ipynb", f"{profile}__{fact}",
                                           inline=True, gtype="text", fmt_spec="s")
         except PendingGlueReferenceError as exc:
-            msg = self.inliner.reporter.error(f"{{run}}`{self.text}`: {exc}", line=self.lineno)
-            return [self.inliner.problematic(self.rawtext, self.rawtext, msg)], [msg]
+            return error(f"{{run}}`{self.text}`: {exc}")
         return [ref], []
 
 
