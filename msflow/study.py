@@ -315,7 +315,8 @@ def run_facts(train: dict[str, Any], evaluation: dict[str, Any], readout: dict[s
     ``train``, ``evaluation``: the run's ``train.json`` and ``eval_test.json``; ``readout``: its ``readout.json`` if the
     readout views were chosen on validation; ``train_split``: its ``eval_train.json`` if the training split was
     evaluated. Test metrics have two decimals, validation metrics (one pass during training) one. Keys:
-    ``steps``, ``images``, ``minutes``, ``seconds``, ``steps_per_s``, ``device``, ``select`` (the validation metric that
+    ``steps``, ``images``, ``minutes``, ``seconds``, ``steps_per_s``, ``device``, ``params`` (the network's parameter
+    count in millions, with its unit), ``select`` (the validation metric that
     chose the checkpoint), ``step`` (the one it chose), ``best_val`` and ``best_val_auc`` (its validation accuracy and
     AUC), ``val_<step>`` and ``val_auc_<step>`` for every validation point of training, ``acc``, ``acc_std``, ``auc``,
     ``aucm`` (test: accuracy, AUC by the paper's definition and by the MedMNIST evaluator's), ``recall_<k>`` (test
@@ -328,7 +329,7 @@ def run_facts(train: dict[str, Any], evaluation: dict[str, Any], readout: dict[s
     facts = {
         "steps": f"{train['steps']}", "images": f"{train['images_seen']:,}", "minutes": f"{seconds / 60:.1f}",
         "seconds": f"{seconds:.0f}", "steps_per_s": f"{train['steps'] / seconds:.1f}",
-        "device": train["provenance"]["device"],
+        "device": train["provenance"]["device"], "params": f"{train['parameters'] / 1e6:.1f} M",
         "select": {"acc": "accuracy", "auc": "AUC"}.get(train["config"]["train"].get("select", "acc"), "accuracy"),
         "step": f"{best['step']}", "best_val": pct(best["val_acc"]), "best_val_auc": pct(best["val_auc"]),
         "acc": pct(m["acc"], digits=2), "acc_std": pct(evaluation["metrics"]["std"]["acc"], digits=2),

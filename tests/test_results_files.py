@@ -370,7 +370,7 @@ def _records(select="auc", chosen="flips"):
                {"step": 300, "images": 19200, "loss": 0.4},  # a loss-only point has no validation facts
                {"step": 500, "images": 32000, "val_acc": 0.5417, "val_auc": 0.7381},
                {"step": 750, "images": 48000, "val_acc": 0.5333, "val_auc": 0.7520}]
-    train = {"steps": 750, "images_seen": 48000, "train_seconds": 300.0, "history": history, "best": history[3],
+    train = {"steps": 750, "images_seen": 48000, "train_seconds": 300.0, "parameters": 906244, "history": history, "best": history[3],
              "config": {"train": {"select": select}}, "provenance": {"device": "CPU (x86_64, 2 threads)"}}
     metric = {"acc": 0.5195, "auc_paper": 0.72139, "auc_medmnist": 0.7243}
     evaluation = {"metrics": {"mean": metric, "std": {"acc": 0.0043, "auc_paper": 0.01, "auc_medmnist": 0.01},
@@ -383,6 +383,7 @@ def test_run_facts_read_every_number_from_the_records():
     train, evaluation, readout = _records()
     f = study.run_facts(train, evaluation, readout, {"metrics": {"mean": {"acc": 0.965}}})
     assert (f["steps"], f["images"], f["minutes"], f["seconds"], f["steps_per_s"]) == ("750", "48,000", "5.0", "300", "2.5")
+    assert f["params"] == "0.9 M"
     assert (f["select"], f["step"], f["best_val"], f["best_val_auc"]) == ("AUC", "750", "53.3", "75.2")
     assert (f["val_250"], f["val_auc_500"], f["val_750"]) == ("47.5", "73.8", "53.3") and "val_300" not in f
     assert (f["acc"], f["acc_std"], f["auc"], f["aucm"]) == ("51.95", "0.43", "72.14", "72.43")
