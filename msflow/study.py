@@ -86,6 +86,28 @@ def pct(mean: float, std: float | None = None, digits: int = 1) -> str:
     return f"{100 * mean:.{digits}f}" + (f" ± {100 * std:.{digits}f}" if std is not None else "")
 
 
+def execute_notebook(src: str | os.PathLike, out: str | os.PathLike, parameters: dict[str, Any], cwd: str | os.PathLike,
+                     cell_timeout: int | None = None, progress_bar: bool = False, say=print):
+    """Execute the notebook ``src`` into ``out`` with papermill (kernel ``python3``, run from ``cwd``).
+
+    ``cell_timeout`` (seconds) is for notebooks whose every cell is quick. A cell that runs past it is taken for a
+    lost kernel reply, and the notebook is executed once more; a second timeout is raised. ipykernel 7 has been seen
+    to go idle without ever sending a cell's ``execute_reply`` (ipython/ipykernel#1529, #1554): rarely, but papermill
+    then waits forever, here twice in ``scripts/study.py`` and once in CI. Notebooks that train get no timeout, as a
+    training cell may run for hours on a CPU."""
+    import papermill as pm
+
+    attempts = 2 if cell_timeout else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name="python3", cwd=str(cwd),
+                                       progress_bar=progress_bar, execution_timeout=cell_timeout)
+        except TimeoutError:  # nbclient's CellTimeoutError
+            if attempt == attempts:
+                raise
+            say(f"{Path(src).name}: a cell ran past {cell_timeout} s (a lost kernel reply); executing the notebook once more")
+
+
 EDITIONS = ("gpu-long", "gpu", "cpu-lam05-x8", "cpu-lam05-x6", "cpu-w24", "cpu-lam03-auc-x2", "cpu-lam03-auc", "cpu-long", "cpu")  # the profiles the book's results chapter shows, in this order
 
 

@@ -22,7 +22,7 @@ import papermill as pm
 
 from msflow.config import PROFILES, make_config
 from msflow.data import STUDY_DATASETS, get_info
-from msflow.study import data_status, editions, run_path
+from msflow.study import data_status, editions, execute_notebook, run_path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -57,15 +57,14 @@ parts:
 """
 
 
-EXPLORE_CELL_TIMEOUT = 1800  # seconds; the explorer's cells take seconds once its runs exist (without one, its first cell trains a quick run)
+QUICK_CELL_TIMEOUT = 1800  # seconds, for the pages that read runs (recipes, summary, explore): their cells take seconds once the runs
+# exist (the explorer's first cell trains a quick run when there is none)
 
 
 def execute(name: str, out: Path, params: dict, force: bool, log: list[str], cell_timeout: int | None = None) -> bool:
     """Execute ``notebooks/<name>.ipynb`` into ``out`` unless it exists; True if it succeeded or existed.
 
-    ``cell_timeout`` (seconds) is for notebooks whose every cell is quick: a cell that runs past it is taken for a hung
-    kernel exchange (papermill has been seen waiting for a reply the idle kernel never sent) and the notebook is executed
-    once more. Notebooks that train have no timeout, as a training cell may run for hours on a CPU."""
+    ``cell_timeout``: see :func:`msflow.study.execute_notebook` (quick notebooks only)."""
     if out.exists() and not force:
         log.append(f"reused {out.relative_to(ROOT)}")
         return True
@@ -73,16 +72,8 @@ def execute(name: str, out: Path, params: dict, force: bool, log: list[str], cel
     t0 = time.time()
     print(f"study: executing {name} -> {out.relative_to(ROOT)} with {params}", flush=True)
     try:
-        attempts = 2 if cell_timeout else 1
-        for attempt in range(1, attempts + 1):
-            try:
-                pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=params, kernel_name="python3",
-                                    cwd=str(NOTEBOOKS), progress_bar=True, execution_timeout=cell_timeout)
-                break
-            except TimeoutError:  # nbclient's CellTimeoutError: a cell outlived cell_timeout; executed once more
-                if attempt == attempts:
-                    raise
-                print(f"study: {name}: a cell ran past {cell_timeout} s; executing the notebook once more", flush=True)
+        execute_notebook(NOTEBOOKS / f"{name}.ipynb", out, params, NOTEBOOKS, cell_timeout, progress_bar=True,
+                         say=lambda line: print(f"study: {line}", flush=True))
     except Exception as err:  # noqa: BLE001 - a failed page (or a dead kernel) must not stop the other datasets
         # the partial notebook is kept for inspection, outside the book, so that a later run executes it again
         kept = ROOT / "_build" / "failed" / out.relative_to(EXECUTED)
@@ -174,11 +165,11 @@ def main() -> int:
     for ds in args.compare and args.datasets:
         flag = get_info(ds).flag
         ok &= execute("recipes", EXECUTED / f"{flag}-recipes.ipynb",
-                      {"dataset": flag, "profiles": ",".join(args.compare), "runs_dir": RUNS}, True, log)
+                      {"dataset": flag, "profiles": ",".join(args.compare), "runs_dir": RUNS}, True, log, QUICK_CELL_TIMEOUT)
     profiles = editions(ROOT / "results", args.profile)  # this profile's rows first, then the others that have runs
-    ok &= execute("summary", EXECUTED / "summary.ipynb", {"profiles": ",".join(profiles), "runs_dir": RUNS}, True, log)
+    ok &= execute("summary", EXECUTED / "summary.ipynb", {"profiles": ",".join(profiles), "runs_dir": RUNS}, True, log, QUICK_CELL_TIMEOUT)
     ok &= execute("explore", EXECUTED / "explore.ipynb", {"profile": args.profile, "runs_dir": RUNS, "data_root": args.data_root},
-                  True, log, cell_timeout=EXPLORE_CELL_TIMEOUT)
+                  True, log, cell_timeout=QUICK_CELL_TIMEOUT)
     write_toc(args.profile)
     print("\n".join(["study: done"] + [f"  {line}" for line in log]))
     if not args.no_book:

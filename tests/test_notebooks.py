@@ -27,11 +27,13 @@ def smoke_env(tmp_path_factory):
     assert _listing() == before, "a smoke-mode notebook wrote into the repository's results/"
 
 
-def _run(name: str, out: Path, **params) -> dict:
-    import papermill as pm
+SMOKE_CELL_TIMEOUT = 300  # seconds; a smoke cell takes seconds, so one past this is a lost kernel reply (see execute_notebook)
 
-    pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters={"smoke": True, **params},
-                        kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False)
+
+def _run(name: str, out: Path, **params) -> dict:
+    from msflow.study import execute_notebook
+
+    execute_notebook(NOTEBOOKS / f"{name}.ipynb", out, {"smoke": True, **params}, NOTEBOOKS, SMOKE_CELL_TIMEOUT)
     return json.loads(out.read_text())
 
 

@@ -299,7 +299,7 @@ def test_a_quick_notebook_whose_cell_hangs_is_executed_once_more(tmp_path, monke
             raise TimeoutError("A cell timed out while it was being executed, after 5 seconds.")
         Path(out).write_text("{}")
 
-    monkeypatch.setattr(module.pm, "execute_notebook", execute_notebook)
+    monkeypatch.setattr("papermill.execute_notebook", execute_notebook)
     executed = tmp_path / "book" / "executed"
     monkeypatch.setattr(module, "ROOT", tmp_path)
     monkeypatch.setattr(module, "EXECUTED", executed)
@@ -310,6 +310,15 @@ def test_a_quick_notebook_whose_cell_hangs_is_executed_once_more(tmp_path, monke
     calls.clear()
     assert not module.execute("explore", executed / "other.ipynb", {}, True, log)
     assert calls == [None] and log[-1].startswith("FAILED explore {}: TimeoutError")
+    # a second timeout is not retried again: the page is reported as failed
+    def always_hangs(src, out, **kwargs):
+        calls.append(kwargs["execution_timeout"])
+        raise TimeoutError("again")
+
+    calls.clear()
+    monkeypatch.setattr("papermill.execute_notebook", always_hangs)
+    assert not module.execute("explore", executed / "third.ipynb", {}, True, log, cell_timeout=5)
+    assert calls == [5, 5] and log[-1] == "FAILED explore {}: TimeoutError: again (partial notebook kept in _build/failed/third.ipynb)"
 
 
 def test_readout_options_are_parsed_from_a_comma_separated_list():
