@@ -55,6 +55,7 @@ def test_every_notebook_has_a_typed_parameters_cell_and_no_outputs():
         assert all(": " in line.split("=")[0] and "  # " in line for line in lines), f"{path.name}: untyped or undocumented parameter"
         assert any(line.startswith("smoke: bool = False") for line in lines), path.name
         assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), f"{path.name} is committed with outputs"
+        assert all(c.get("id") for c in nb["cells"]), f"{path.name}: a cell without an id (nbformat 4.5 requires one)"
 
 
 @pytest.mark.parametrize("name, keys, images", [
