@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="PNG path (default: <run>/samples.png)")
     g.add_argument("--device", default="auto")
 
+    n = sub.add_parser("ensemble", help="read the test split with an ensemble of seeds of one recipe",
+                       description="Average, pass by pass, the recorded label-map distances of runs trained alike with "
+                       "different seeds (each evaluated with --choose-views first); writes eval_test.json into --out.")
+    n.add_argument("--runs", nargs="+", required=True, help="the member run folders (two or more)")
+    n.add_argument("--out", required=True, help="folder for the ensemble's results files, e.g. results/<dataset>-cpu-ens")
+
     d = sub.add_parser("data", help="check, download or synthesise MedMNIST files", description="Check a MedMNIST file against its MD5.")
     d.add_argument("--dataset", required=True)
     d.add_argument("--size", type=int, default=28, choices=(28, 64, 128, 224))
@@ -81,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "evaluate": _evaluate, "generate": _generate, "data": _data}[args.command](args)
+        return {"train": _train, "evaluate": _evaluate, "generate": _generate, "ensemble": _ensemble, "data": _data}[args.command](args)
     except (DataError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"msflow {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -148,6 +154,17 @@ def _generate(args) -> int:
     save_png(grid(to_uint8(gen.images), nrow=args.per_class), str(out), scale=2)
     names = ", ".join(f"{c}: {loaded.components.info.label_names[c]}" for c in classes)
     print(f"wrote {len(labels)} images ({gen.nfe} network evaluations each; rows = {names}) to {out}")
+    return 0
+
+
+def _ensemble(args) -> int:
+    from msflow.runs import ensemble_runs
+
+    _, record = ensemble_runs(args.runs, args.out)
+    for m in record["ensemble"]["members"]:
+        print(f"member {m['run']} (seed {m['seed']}): accuracy {m['acc']:.4f}, AUC (paper's) {m['auc_paper']:.4f}")
+    _print_metrics(record)
+    print(f"-> {Path(args.out) / 'eval_test.json'}")
     return 0
 
 

@@ -152,7 +152,16 @@ def evaluate(
         predict(comps, split, seed=seed + r, **kw)
         for r in tqdm(range(cfg.repeats), desc=f"evaluate {split.info.flag}/{split.name}", disable=not progress)
     ]
-    per_pass = [score(p, split.info.task, temperature) for p in passes]
+    settings = {"split": split.name, "repeats": cfg.repeats, "steps": cfg.steps, "solver": cfg.solver, "views": cfg.views,
+                "seed": seed}
+    return summarise(passes, split.info.task, split.info.num_classes, temperature, settings)
+
+
+def summarise(passes: list[Predictions], task: str, num_classes: int, temperature: float,
+              settings: dict[str, Any]) -> EvalResult:
+    """Score each pass (softmax temperature ``temperature``) and gather the passes' metrics: their mean and std, the
+    accuracy-rejection curves and the first pass's confusion matrix."""
+    per_pass = [score(p, task, temperature) for p in passes]
     keys = per_pass[0].keys()
     arc = np.stack([metrics.accuracy_rejection(p.correct, p.uncertainty) for p in passes])
     return EvalResult(
@@ -162,10 +171,9 @@ def evaluate(
         temperature=temperature,
         arc_fractions=metrics.REJECTION_FRACTIONS,
         arc_accuracy=arc,
-        confusion=metrics.confusion_matrix(passes[0].pred, passes[0].labels, split.info.num_classes),
+        confusion=metrics.confusion_matrix(passes[0].pred, passes[0].labels, num_classes),
         passes=passes,
-        settings={"split": split.name, "repeats": cfg.repeats, "steps": cfg.steps, "solver": cfg.solver, "views": cfg.views,
-                  "seed": seed},
+        settings=settings,
     )
 
 

@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 
 from msflow import metrics
 from msflow.config import EvalConfig, RunConfig
-from msflow.data import load_split
-from msflow.evaluate import EvalResult, Predictions, bf16_autocast, evaluate
+from msflow.data import get_info, load_split
+from msflow.evaluate import EvalResult, Predictions, bf16_autocast, evaluate, summarise
 from msflow.results import LoadedModel, load_weights, provenance, read_json, save_predictions, write_json
 from msflow.sampler import SOLVERS, VIEWS, Generation, generate
 from msflow.train import resolve_device
@@ -193,6 +193,90 @@ def load_evaluation(run_dir: str | Path, split: str = "test", checkpoint: str = 
         arc_accuracy=np.stack([metrics.accuracy_rejection(p.correct, p.uncertainty, np.asarray(arc["fractions"])) for p in passes]),
         confusion=np.asarray(m["confusion"]), passes=passes, settings=m["settings"],
     )
+    return result, record
+
+
+def ensemble_runs(members: list[str | Path], out: str | Path) -> tuple[EvalResult, dict[str, Any]]:
+    """Read the test split with an ensemble of runs trained alike with different seeds, from their recorded predictions.
+
+    Pass ``r`` of the ensemble averages the members' distances to each class code in their pass ``r`` (a test image is
+    then classified by the nearest code, and its uncertainty is that mean distance); the softmax temperature is fitted
+    on the members' first validation pass, averaged the same way. Nothing is recomputed: each member needs its single
+    readout of the validation and test splits (``msflow evaluate --run RUN --choose-views`` writes both). Writes
+    ``eval_test.json`` (with an ``ensemble`` entry naming the members; ``training`` sums their cost) and
+    ``predictions_test.npz`` into ``out``.
+    """
+    members, out = [Path(m) for m in members], Path(out)
+    if len(members) < 2:
+        raise ValueError("an ensemble needs at least two runs")
+    if out.resolve() in {m.resolve() for m in members}:
+        raise ValueError(f"--out {out} is one of the members; the ensemble's results go to a folder of their own")
+    test, val = [], []
+    for m in members:
+        for split, found in (("test", test), ("val", val)):
+            rec = load_evaluation(m, split)
+            if rec is None:
+                raise FileNotFoundError(f"{m} has no recorded single readout of the {split} split: "
+                                        f"run `msflow evaluate --run {m} --choose-views` first")
+            found.append(rec)
+    first = test[0][1]
+    base = dataclasses.replace(RunConfig.from_dict(first["config"]), seed=0)
+    seeds = []
+    for m, (result, rec) in zip(members, test):
+        cfg = RunConfig.from_dict(rec["config"])
+        if dataclasses.replace(cfg, seed=0) != base:
+            differ = [f.name for f in dataclasses.fields(RunConfig) if getattr(cfg, f.name) != getattr(base, f.name) and f.name != "seed"]
+            raise ValueError(f"{m} was not trained like {members[0]} (they differ in {', '.join(differ)}): "
+                             "an ensemble here is of one recipe trained with different seeds")
+        if cfg.seed in seeds:
+            raise ValueError(f"{m} has seed {cfg.seed}, as another member: an ensemble here needs distinct seeds")
+        seeds.append(cfg.seed)
+        if rec["dataset"]["md5"] != first["dataset"]["md5"] or not np.array_equal(result.passes[0].labels, test[0][0].passes[0].labels):
+            raise ValueError(f"{m} was evaluated on other data than {members[0]}")
+        readout = {k: v for k, v in rec["eval"].items() if k != "batch_size"}
+        if readout != {k: v for k, v in first["eval"].items() if k != "batch_size"}:
+            raise ValueError(f"{m} was read with other evaluation settings than {members[0]} ({rec['eval']} against "
+                             f"{first['eval']}): evaluate them alike")
+        if len(result.passes) != len(test[0][0].passes):
+            raise ValueError(f"{m} has {len(result.passes)} test passes and {members[0]} {len(test[0][0].passes)}: "
+                             "evaluate them with the same --repeats")
+    info = get_info(first["dataset"]["flag"])
+    val_d = np.mean([r.passes[0].distances for r, _ in val], axis=0)
+    temperature = metrics.fit_temperature(val_d, val[0][0].passes[0].labels)
+    passes = []
+    for i in range(len(test[0][0].passes)):
+        d = np.mean([r.passes[i].distances for r, _ in test], axis=0)
+        passes.append(Predictions(d, d.argmin(1), d.min(1), test[0][0].passes[0].labels))
+    settings = first["metrics"]["settings"] | {"seed": seeds, "ensemble": len(members)}
+    result = summarise(passes, info.task, info.num_classes, temperature, settings)
+    trainings = [rec["training"] for _, rec in test]
+    total = {k: sum(t[k] for t in trainings) for k in ("steps", "images_seen", "train_seconds", "parameters")}
+
+    def same(key: str) -> Any:  # the members' common value, None where they differ
+        return trainings[0][key] if all(t.get(key) == trainings[0].get(key) for t in trainings) else None
+
+    record = {
+        "run": out.name,
+        "dataset": first["dataset"],
+        "checkpoint": {"name": "best", "step": None, "val": None},
+        "config": first["config"],
+        "eval": first["eval"],
+        "metrics": result.to_dict(),
+        "training": total | {"images_per_second": total["images_seen"] / total["train_seconds"], "device": same("device"),
+                             "git_commit": same("git_commit") or "several (see ensemble.members)"},
+        "provenance": provenance("cpu"),
+        "ensemble": {
+            "members": [{"run": m.name, "seed": s, "checkpoint_step": rec["checkpoint"]["step"],
+                         "git_commit": rec["training"]["git_commit"],
+                         **{k: rec["metrics"]["mean"][k] for k in ("acc", "auc_paper", "auc_medmnist")}}
+                        for m, s, (_, rec) in zip(members, seeds, test)],
+            "rule": "pass by pass, the mean of the members' distances to each class code",
+        },
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "eval_test.json", record)
+    save_predictions(out / "predictions_test.npz", distances=np.stack([p.distances for p in passes]).astype(np.float16),
+                     labels=passes[0].labels)
     return result, record
 
 

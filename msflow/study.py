@@ -56,14 +56,14 @@ def recorded_config(run: str | os.PathLike, cfg):
     return found
 
 
-def smoke_run(dataset: str) -> Path:
-    """A trained smoke run of ``dataset`` (trained once, in seconds, on synthetic data)."""
+def smoke_run(dataset: str, seed: int = 0) -> Path:
+    """A trained smoke run of ``dataset`` (trained once, in seconds, on synthetic data); ``smoke-seed<K>`` for seed K > 0."""
     from msflow.config import make_config
     from msflow.results import ConfigMismatchError
     from msflow.train import train
 
-    cfg = make_config(dataset, "smoke")
-    path = run_path(smoke_dir() / "runs", dataset, "smoke")
+    cfg = make_config(dataset, "smoke", seed=seed)
+    path = run_path(smoke_dir() / "runs", dataset, "smoke" + (f"-seed{seed}" if seed else ""))
     root = data_root(True, datasets=[dataset])
     try:
         train(cfg, path, root, "cpu", progress=False)
@@ -108,7 +108,7 @@ def execute_notebook(src: str | os.PathLike, out: str | os.PathLike, parameters:
             say(f"{Path(src).name}: a cell ran past {cell_timeout} s (a lost kernel reply); executing the notebook once more")
 
 
-EDITIONS = ("gpu-long", "gpu", "cpu-lam05-x8", "cpu-lam05-x6", "cpu-w24", "cpu-lam03-auc-x2", "cpu-lam03-auc", "cpu-long", "cpu")  # the profiles the book's results chapter shows, in this order
+EDITIONS = ("gpu-long", "gpu", "cpu-ens", "cpu-lam05-x8", "cpu-lam05-x6", "cpu-w24", "cpu-lam03-auc-x2", "cpu-lam03-auc", "cpu-long", "cpu")  # the profiles the book's results chapter shows, in this order
 
 
 def editions(runs_dir: str | os.PathLike, first: str, datasets: Iterable[str] = STUDY_DATASETS) -> list[str]:
@@ -209,14 +209,21 @@ def results_table(ours: dict[str, dict[str, dict[str, Any]]], datasets: Iterable
     return df
 
 
-def smoke_results(datasets: Iterable[str] = STUDY_DATASETS) -> Path:
-    """Smoke runs of ``datasets``, trained and evaluated on the test split; returns their runs folder."""
-    from msflow.runs import evaluate_run
+def smoke_results(datasets: Iterable[str] = STUDY_DATASETS, seeds: int = 1) -> Path:
+    """Smoke runs of ``datasets``, trained and evaluated on the test split; returns their runs folder. With ``seeds``
+    above 1, also ``smoke-seed1`` ... and their ensemble ``smoke-ens`` (every seed evaluated on validation too)."""
+    from msflow.runs import ensemble_runs, evaluate_run
 
     for ds in datasets:
-        run = smoke_run(ds)
-        if not (run / "eval_test.json").exists():
-            evaluate_run(run, data_root=data_root(True, datasets=[ds]), device="cpu", progress=False)
+        root = data_root(True, datasets=[ds])
+        members = [smoke_run(ds, seed) for seed in range(seeds)]
+        for run in members:
+            for split in ("test", "val") if seeds > 1 else ("test",):
+                if not (run / f"eval_{split}.json").exists():
+                    evaluate_run(run, split, data_root=root, device="cpu", progress=False)
+        ens = run_path(smoke_dir() / "runs", ds, "smoke-ens")
+        if seeds > 1 and not (ens / "eval_test.json").exists():
+            ensemble_runs(members, ens)
     return smoke_dir() / "runs"
 
 
@@ -252,6 +259,55 @@ def runs_table(ours: dict[str, dict[str, dict[str, Any]]]):
     if not rows:
         return pd.DataFrame({"dataset": [], "note": []})
     return pd.DataFrame(rows).set_index(["dataset", "profile"]).sort_index(level=0, sort_remaining=False)
+
+
+def seed_runs(runs_dir: str | os.PathLike, dataset: str, profile: str) -> dict[int, Path]:
+    """The finished runs of ``profile`` on ``dataset`` by training seed, as each run's ``config.json`` records it: the
+    profile's own run and every ``<dataset>-<profile>-seed<K>`` (trained with ``--set seed=K``)."""
+    base = run_path(runs_dir, dataset, profile)
+    found = {}
+    for run in [base, *sorted(base.parent.glob(f"{base.name}-seed*"))]:
+        if run.name != base.name and not run.name[len(base.name) + 5:].isdigit():
+            continue  # e.g. <profile>-seed1-other: another profile's run
+        if (run / "eval_test.json").exists() and (run / "config.json").exists():
+            seed = int(read_json(run / "config.json")["seed"])
+            if seed in found:
+                raise ValueError(f"{found[seed]} and {run} were both trained with seed {seed}; one of them is misnamed")
+            found[seed] = run
+    return dict(sorted(found.items()))
+
+
+def seeds_table(runs_dir: str | os.PathLike, profiles: Iterable[str], datasets: Iterable[str] = STUDY_DATASETS):
+    """Test accuracy and AUC of each training seed of the profiles trained with more than one, and their mean with the
+    range over seeds; None if no profile was. The ± of each seed's row is over stochastic passes of that one network."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for ds in datasets:
+        for profile in profiles:
+            runs = seed_runs(runs_dir, ds, profile)
+            if len(runs) < 2:
+                continue
+            means = []
+            for seed, run in runs.items():
+                m = read_json(run / "eval_test.json")["metrics"]
+                best = read_json(run / "train.json")["best"]["step"] if (run / "train.json").exists() else ""
+                means.append(m["mean"])
+                rows.append({"dataset": get_info(ds).title, "profile": profile, "seed": str(seed), "selected step": str(best),
+                             **{name: pct(m["mean"][key], m["std"][key], 2) for name, key in _SEED_METRICS}})
+            summary = {}
+            for name, key in _SEED_METRICS:
+                v = np.array([mean[key] for mean in means])
+                summary[name] = f"{pct(v.mean(), digits=2)} ({pct(v.min(), digits=2)} to {pct(v.max(), digits=2)})"
+            rows.append({"dataset": get_info(ds).title, "profile": profile, "seed": f"mean of {len(runs)} (range)",
+                         "selected step": "", **summary})
+    if not rows:
+        return None
+    return pd.DataFrame(rows).set_index(["dataset", "profile", "seed"])
+
+
+_SEED_METRICS = (("ACC", "acc"), ("AUC, paper's", "auc_paper"), ("AUC, MedMNIST", "auc_medmnist"))
 
 
 def _recorded(runs_dir: str | os.PathLike, profiles: Iterable[str], name: str, datasets: Iterable[str]) -> Iterator[tuple[str, str, dict]]:
@@ -325,9 +381,18 @@ def results_prose(ours: dict[str, dict[str, dict[str, Any]]], datasets: Iterable
                 f"AUC {pct(m['mean']['auc_paper'], m['std']['auc_paper'])} % by the paper's definition and "
                 f"{pct(m['mean']['auc_medmnist'], m['std']['auc_medmnist'])} % by the MedMNIST evaluator's, "
                 f"over {m['settings']['repeats']} stochastic passes, after {t['images_seen']:,} training images "
-                f"({t['train_seconds'] / 60:.1f} min on {t['device']})."
+                f"({t['train_seconds'] / 60:.1f} min on {t['device']})" + _ensemble_note(rec) + "."
             )
     return "\n".join(lines)
+
+
+def _ensemble_note(rec: dict[str, Any]) -> str:
+    """", the mean of 3 networks: seeds 0, 1, 2 of `cpu-w24`, ..." for an ensemble's record, else ""."""
+    if "ensemble" not in rec:
+        return ""
+    members = rec["ensemble"]["members"]
+    return (f", the mean of {len(members)} networks: seeds {', '.join(str(m['seed']) for m in members)} of "
+            f"`{rec['config']['profile']}` (images and minutes are their sum)")
 
 
 def run_facts(train: dict[str, Any], evaluation: dict[str, Any], readout: dict[str, Any] | None = None,
@@ -354,15 +419,7 @@ def run_facts(train: dict[str, Any], evaluation: dict[str, Any], readout: dict[s
         "device": train["provenance"]["device"], "params": f"{train['parameters'] / 1e6:.1f} M",
         "select": {"acc": "accuracy", "auc": "AUC"}.get(train["config"]["train"].get("select", "acc"), "accuracy"),
         "step": f"{best['step']}", "best_val": pct(best["val_acc"]), "best_val_auc": pct(best["val_auc"]),
-        "acc": pct(m["acc"], digits=2), "acc_std": pct(evaluation["metrics"]["std"]["acc"], digits=2),
-        "auc": pct(m["auc_paper"], digits=2), "aucm": pct(m["auc_medmnist"], digits=2),
-    }
-    if evaluation["metrics"].get("confusion") is not None:
-        from msflow.metrics import recall_from_confusion
-
-        for k, recall in enumerate(recall_from_confusion(evaluation["metrics"]["confusion"])):
-            if recall is not None:
-                facts[f"recall_{k}"] = pct(recall)
+    } | _test_facts(evaluation)
     for point in train["history"]:
         if point.get("val_acc") is not None:
             facts[f"val_{point['step']}"] = pct(point["val_acc"])
@@ -375,6 +432,30 @@ def run_facts(train: dict[str, Any], evaluation: dict[str, Any], readout: dict[s
     if train_split is not None:
         facts["train_acc"] = pct(train_split["metrics"]["mean"]["acc"])
     return facts
+
+
+def _test_facts(evaluation: dict[str, Any]) -> dict[str, str]:
+    """The test facts of :func:`run_facts`: ``acc``, ``acc_std``, ``auc``, ``aucm`` and ``recall_<k>``."""
+    m = evaluation["metrics"]["mean"]
+    facts = {"acc": pct(m["acc"], digits=2), "acc_std": pct(evaluation["metrics"]["std"]["acc"], digits=2),
+             "auc": pct(m["auc_paper"], digits=2), "aucm": pct(m["auc_medmnist"], digits=2)}
+    if evaluation["metrics"].get("confusion") is not None:
+        from msflow.metrics import recall_from_confusion
+
+        for k, recall in enumerate(recall_from_confusion(evaluation["metrics"]["confusion"])):
+            if recall is not None:
+                facts[f"recall_{k}"] = pct(recall)
+    return facts
+
+
+def ensemble_facts(evaluation: dict[str, Any]) -> dict[str, str]:
+    """An ensemble's numbers (its ``eval_test.json``, written by :func:`msflow.runs.ensemble_runs`) as the prose quotes
+    them: the test facts of :func:`run_facts`, ``members`` (how many networks), ``seeds``, ``profile`` (their recipe),
+    and ``images``, ``minutes`` and ``params`` summed over the members."""
+    t, members = evaluation["training"], evaluation["ensemble"]["members"]
+    return {"members": f"{len(members)}", "seeds": ", ".join(str(m["seed"]) for m in members),
+            "profile": evaluation["config"]["profile"], "images": f"{t['images_seen']:,}",
+            "minutes": f"{t['train_seconds'] / 60:.1f}", "params": f"{t['parameters'] / 1e6:.1f} M"} | _test_facts(evaluation)
 
 
 def recipes_prose(facts: dict[str, dict[str, str]]) -> str:

@@ -133,15 +133,17 @@ def main() -> int:
     p.add_argument("--no-book", action="store_true", help="skip building the book")
     p.add_argument("--compare", nargs="*", default=[], metavar="PROFILE",
                    help="also compare the runs of these profiles per dataset (time to accuracy), e.g. cpu-reference cpu; "
-                        "PROFILE-seedK names the run of PROFILE trained with seed K (results/DATASET-PROFILE-seedK)")
+                        "PROFILE-seedK names the run of PROFILE trained with seed K (results/DATASET-PROFILE-seedK), "
+                        "NAME-ens an ensemble written by msflow ensemble (results/DATASET-NAME-ens)")
     p.add_argument("--extra", nargs="*", default=[], choices=EXTRAS,
                    help="also run these per dataset: uncertainty (ResNet-18 baselines), fidelity (generation metrics)")
     p.add_argument("--param", nargs="*", default=[], metavar="NOTEBOOK.NAME=VALUE",
                    help="a parameter of one notebook, e.g. uncertainty.ensemble=1 fidelity.per_class=100")
     args = p.parse_args()
     extra = notebook_params(args.param)
-    # a compared name is a profile, or a profile's run trained with another seed (--set seed=K --out .../DATASET-PROFILE-seedK)
-    unknown = [name for name in args.compare if re.sub(r"-seed\d+$", "", name) not in PROFILES]
+    # a compared name is a profile, a profile's run trained with another seed (--set seed=K --out .../DATASET-PROFILE-seedK)
+    # or an ensemble of seeds (msflow ensemble --out .../DATASET-NAME-ens)
+    unknown = [name for name in args.compare if re.sub(r"-seed\d+$", "", name) not in PROFILES and not name.endswith("-ens")]
     if unknown:  # datasets after --compare are taken for profiles: say so rather than compare nothing
         raise SystemExit(f"study: --compare {' '.join(unknown)}: not profiles (choose from {', '.join(sorted(PROFILES))}); "
                          "datasets go before --compare, or after -- that ends its list")

@@ -65,7 +65,8 @@ def test_every_notebook_has_a_typed_parameters_cell_and_no_outputs():
     ("generate", set(), 4),
     ("uncertainty", {"uncertainty_table", "uncertainty_checks"}, 1),
     ("fidelity", {"fidelity_sweep", "fidelity_cas"}, 1),
-    ("recipes", {"recipes_figure", "recipes_table", "recipes_prose", "val_steps_table", "smoke__acc", "smoke__step"}, 0),
+    ("recipes", {"recipes_figure", "recipes_table", "recipes_prose", "val_steps_table", "smoke__acc", "smoke__step",
+                 "smoke-seed1__acc", "smoke-ens__acc", "smoke-ens__members", "smoke-ens__minutes"}, 0),
 ])
 def test_notebook_runs_in_smoke_mode(smoke_env, tmp_path, name, keys, images):
     nb = _run(name, tmp_path / f"{name}.ipynb")
@@ -75,7 +76,7 @@ def test_notebook_runs_in_smoke_mode(smoke_env, tmp_path, name, keys, images):
 
 def test_summary_reads_every_smoke_result(smoke_env, tmp_path):
     nb = _run("summary", tmp_path / "summary.ipynb")
-    assert {"results_prose", "readout_prose", "results_table", "runs_table", "arc_figure"} <= _glued(nb)
+    assert {"results_prose", "readout_prose", "results_table", "runs_table", "seeds_table", "arc_figure"} <= _glued(nb)
     assert len(_outputs(nb, "application/papermill.record/image/png")) == 1  # the accuracy-rejection figure
     prose = next(o["data"]["application/papermill.record/text/markdown"] for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
                  if o.get("metadata", {}).get("scrapbook", {}).get("name") == "results_prose")

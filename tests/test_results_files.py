@@ -5,6 +5,7 @@ without their resumable state, time-boxed lengths; and the GPU session's packing
 import importlib.util
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from msflow import baselines, results, runs, study, train as training
+from msflow import baselines, metrics, results, runs, study, train as training
 from msflow.config import make_config
 from msflow.data import load_split, write_synthetic
 from msflow.results import ConfigMismatchError
@@ -284,7 +285,7 @@ def test_study_refuses_datasets_taken_for_compared_profiles(monkeypatch):
     with pytest.raises(SystemExit, match=r"--compare bloodmnist retinamnist: not profiles .* after -- that ends its list"):
         module.main()
     # a profile's run with another seed may be compared; a seed suffix does not make a dataset a profile
-    monkeypatch.setattr("sys.argv", ["study.py", "--no-book", "--compare", "cpu-seed1", "bloodmnist-seed1"])
+    monkeypatch.setattr("sys.argv", ["study.py", "--no-book", "--compare", "cpu-seed1", "cpu-ens", "bloodmnist-seed1"])
     with pytest.raises(SystemExit, match=r"--compare bloodmnist-seed1: not profiles"):
         module.main()
 
@@ -418,3 +419,89 @@ def test_recipes_prose_and_matched_steps_table():
     assert study.recipes_prose({}) == "No finished run to describe."
     long = {"x8": {f"val_{s}": "90.0" for s in range(250, 12001, 250)}}
     assert list(study.val_at_steps(long).columns) == list(range(1000, 12001, 1000))  # twelve columns for 12000 steps
+
+
+def _seed_run(runs_dir: Path, name: str, seed: int, acc: float, auc: float, step: int) -> None:
+    run = runs_dir / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"seed": seed}))
+    (run / "train.json").write_text(json.dumps({"best": {"step": step}}))
+    metric = {"acc": acc, "auc_paper": auc, "auc_medmnist": auc + 0.01}
+    (run / "eval_test.json").write_text(json.dumps({"metrics": {"mean": metric, "std": {k: 0.001 for k in metric}}}))
+
+
+def test_seeds_table_lists_each_seed_and_their_mean_with_its_range(tmp_path):
+    _seed_run(tmp_path, "retinamnist-cpu-lam03-auc-x2", 0, 0.5315, 0.7305, 2500)
+    _seed_run(tmp_path, "retinamnist-cpu-lam03-auc-x2-seed1", 1, 0.5455, 0.7286, 3000)
+    _seed_run(tmp_path, "retinamnist-cpu-lam03-auc-x2-seed1-other", 2, 0.1, 0.1, 1)  # not a seed of this profile
+    _seed_run(tmp_path, "retinamnist-cpu", 0, 0.5, 0.7, 500)  # one seed only: no rows
+    assert list(study.seed_runs(tmp_path, "retinamnist", "cpu-lam03-auc-x2")) == [0, 1]
+    table = study.seeds_table(tmp_path, ["cpu-lam03-auc-x2", "cpu"])
+    rows = table.loc[("RetinaMNIST", "cpu-lam03-auc-x2")]
+    assert list(rows.index) == ["0", "1", "mean of 2 (range)"]
+    assert rows.loc["1", "ACC"] == "54.55 ± 0.10" and rows.loc["1", "selected step"] == "3000"
+    assert rows.loc["mean of 2 (range)", "ACC"] == "53.85 (53.15 to 54.55)"
+    assert rows.loc["mean of 2 (range)", "AUC, paper's"] == "72.95 (72.86 to 73.05)"
+    assert rows.loc["mean of 2 (range)", "AUC, MedMNIST"] == "73.95 (73.86 to 74.05)"
+    assert study.seeds_table(tmp_path, ["cpu"]) is None
+    # a run folder named for one seed whose config records another seed's number is an error, not a silent duplicate
+    _seed_run(tmp_path, "retinamnist-cpu-seed1", 0, 0.5, 0.7, 500)
+    with pytest.raises(ValueError, match="both trained with seed 0; one of them is misnamed"):
+        study.seed_runs(tmp_path, "retinamnist", "cpu")
+
+
+def test_an_ensemble_of_seeds_averages_the_recorded_distances_pass_by_pass(tmp_path, small_root, monkeypatch, capsys):
+    members = []
+    for seed in (0, 1):
+        path = tmp_path / f"pneumoniamnist-smoke-seed{seed}"
+        training.train(make_config("pneumoniamnist", "smoke", seed=seed), path, small_root, "cpu", progress=False)
+        for split in ("val", "test"):
+            runs.evaluate_run(path, split, data_root=small_root, device="cpu", progress=False)
+        members.append(path)
+    _forbid(monkeypatch, runs, "evaluate")  # read from the members' results files, never recomputed
+    result, record = runs.ensemble_runs(members, tmp_path / "ens")
+    # the known answer, from the members' predictions files
+    d = [np.load(m / "predictions_test.npz")["distances"].astype(np.float32) for m in members]
+    labels = np.load(members[0] / "predictions_test.npz")["labels"]
+    mean = (d[0] + d[1]) / 2
+    assert np.isclose(result.mean["acc"], np.mean([(p.argmin(1) == labels).mean() for p in mean]))
+    assert np.isclose(result.mean["auc_paper"], np.mean([metrics.auc_distance(p, labels) for p in mean]))
+    written = json.loads((tmp_path / "ens" / "eval_test.json").read_text())
+    assert written["metrics"]["mean"]["acc"] == result.mean["acc"] and written["metrics"]["settings"]["seed"] == [0, 1]
+    assert [m["seed"] for m in written["ensemble"]["members"]] == [0, 1]
+    trained = [json.loads((m / "train.json").read_text()) for m in members]
+    assert written["training"]["images_seen"] == sum(t["images_seen"] for t in trained)
+    assert written["training"]["parameters"] == sum(t["parameters"] for t in trained)
+    assert runs.load_evaluation(tmp_path / "ens") is not None  # the book reads it as it reads a run's
+    from msflow import cli
+
+    assert cli.main(["ensemble", "--runs", *map(str, members), "--out", str(tmp_path / "ens-cli")]) == 0
+    assert json.loads((tmp_path / "ens-cli" / "eval_test.json").read_text())["metrics"]["mean"] == written["metrics"]["mean"]
+    assert cli.main(["ensemble", "--runs", str(members[0]), "--out", str(tmp_path / "bad")]) == 2
+    assert "msflow ensemble: error: an ensemble needs at least two runs" in capsys.readouterr().err
+    prose = study.results_prose({"cpu-ens": {"pneumoniamnist": written}}, ["pneumoniamnist"])
+    assert "the mean of 2 networks: seeds 0, 1 of `smoke` (images and minutes are their sum)." in prose
+    # what is not an ensemble of seeds of one recipe is refused with the reason
+    with pytest.raises(ValueError, match="at least two runs"):
+        runs.ensemble_runs(members[:1], tmp_path / "bad")
+    with pytest.raises(ValueError, match="is one of the members; the ensemble's results go to a folder of their own"):
+        runs.ensemble_runs(members, members[1])
+    with pytest.raises(ValueError, match="has seed 0, as another member"):
+        runs.ensemble_runs([members[0], members[0]], tmp_path / "bad")
+    altered = tmp_path / "pneumoniamnist-smoke-seed1-steps2"
+    shutil.copytree(members[1], altered)
+    rec = json.loads((altered / "eval_test.json").read_text())
+    rec["eval"]["steps"] = 2
+    (altered / "eval_test.json").write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match="was read with other evaluation settings than"):
+        runs.ensemble_runs([members[0], altered], tmp_path / "bad")
+    other = tmp_path / "pneumoniamnist-smoke-lr"
+    training.train(make_config("pneumoniamnist", "smoke", {"train.lr": 0.01}, seed=2), other, small_root, "cpu", progress=False)
+    monkeypatch.undo()
+    runs.evaluate_run(other, "test", data_root=small_root, device="cpu", progress=False)
+    with pytest.raises(FileNotFoundError, match="no recorded single readout of the val split: run `msflow evaluate --run .* --choose-views` first"):
+        runs.ensemble_runs([members[0], other], tmp_path / "bad")
+    runs.evaluate_run(other, "val", data_root=small_root, device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"was not trained like .* \(they differ in train\)"):
+        runs.ensemble_runs([members[0], other], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
