@@ -57,8 +57,8 @@ parts:
 """
 
 
-QUICK_CELL_TIMEOUT = 1800  # seconds, for the pages that read runs (recipes, summary, explore): their cells take seconds once the runs
-# exist (the explorer's first cell trains a quick run when there is none)
+QUICK_CELL_TIMEOUT = 600  # seconds, for the pages that read runs (recipes, summary, explore): their cells take seconds to a minute
+# once the runs exist (the explorer's first cell trains a quick run of a few minutes when there is none)
 
 
 def execute(name: str, out: Path, params: dict, force: bool, log: list[str], cell_timeout: int | None = None) -> bool:
