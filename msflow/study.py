@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -93,7 +94,7 @@ def execute_notebook(src: str | os.PathLike, out: str | os.PathLike, parameters:
     ``cell_timeout`` (seconds) is for notebooks whose every cell is quick. A cell that runs past it is taken for a
     lost kernel reply, and the notebook is executed once more; a second timeout is raised. ipykernel 7 has been seen
     to go idle without ever sending a cell's ``execute_reply`` (ipython/ipykernel#1529, #1554): rarely, but papermill
-    then waits forever, here twice in ``scripts/study.py`` and once in CI. Notebooks that train get no timeout, as a
+    then waits forever, here three times in ``scripts/study.py`` (the explorer page) and once in CI. Notebooks that train get no timeout, as a
     training cell may run for hours on a CPU."""
     import papermill as pm
 
@@ -267,7 +268,7 @@ def seed_runs(runs_dir: str | os.PathLike, dataset: str, profile: str) -> dict[i
     base = run_path(runs_dir, dataset, profile)
     found = {}
     for run in [base, *sorted(base.parent.glob(f"{base.name}-seed*"))]:
-        if run.name != base.name and not run.name[len(base.name) + 5:].isdigit():
+        if run != base and not re.fullmatch(rf"{re.escape(base.name)}-seed\d+", run.name):
             continue  # e.g. <profile>-seed1-other: another profile's run
         if (run / "eval_test.json").exists() and (run / "config.json").exists():
             seed = int(read_json(run / "config.json")["seed"])

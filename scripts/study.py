@@ -167,9 +167,9 @@ def main() -> int:
     for ds in args.compare and args.datasets:
         flag = get_info(ds).flag
         ok &= execute("recipes", EXECUTED / f"{flag}-recipes.ipynb",
-                      {"dataset": flag, "profiles": ",".join(args.compare), "runs_dir": RUNS}, True, log, QUICK_CELL_TIMEOUT)
+                      {"dataset": flag, "profiles": ",".join(args.compare), "runs_dir": RUNS}, True, log, cell_timeout=QUICK_CELL_TIMEOUT)
     profiles = editions(ROOT / "results", args.profile)  # this profile's rows first, then the others that have runs
-    ok &= execute("summary", EXECUTED / "summary.ipynb", {"profiles": ",".join(profiles), "runs_dir": RUNS}, True, log, QUICK_CELL_TIMEOUT)
+    ok &= execute("summary", EXECUTED / "summary.ipynb", {"profiles": ",".join(profiles), "runs_dir": RUNS}, True, log, cell_timeout=QUICK_CELL_TIMEOUT)
     ok &= execute("explore", EXECUTED / "explore.ipynb", {"profile": args.profile, "runs_dir": RUNS, "data_root": args.data_root},
                   True, log, cell_timeout=QUICK_CELL_TIMEOUT)
     write_toc(args.profile)
