@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = sub.add_parser("ensemble", help="read the test split with an ensemble of seeds of one recipe",
                        description="Average, pass by pass, the recorded label-map distances of runs trained alike with "
-                       "different seeds (each evaluated with --choose-views first); writes eval_test.json into --out.")
+                       "different seeds (each evaluated with --choose-views first), choose the ensemble's readout views on "
+                       "validation as for a run; writes eval_test.json and readout.json into --out.")
     n.add_argument("--runs", nargs="+", required=True, help="the member run folders (two or more)")
     n.add_argument("--out", required=True, help="folder for the ensemble's results files, e.g. results/<dataset>-cpu-ens")
 
@@ -158,13 +159,20 @@ def _generate(args) -> int:
 
 
 def _ensemble(args) -> int:
+    from msflow.results import read_json
     from msflow.runs import ensemble_runs
 
     _, record = ensemble_runs(args.runs, args.out)
     for m in record["ensemble"]["members"]:
         print(f"member {m['run']} (seed {m['seed']}): accuracy {m['acc']:.4f}, AUC (paper's) {m['auc_paper']:.4f}")
     _print_metrics(record)
-    print(f"-> {Path(args.out) / 'eval_test.json'}")
+    readout = read_json(Path(args.out) / "readout.json")
+    for views, o in readout["options"].items():
+        print(f"ensemble on validation, views {views} ({o['views']}): accuracy {o['mean']['acc']:.4f} +- {o['std']['acc']:.4f}")
+    t = readout["test"]
+    print(f"chosen on validation: {readout['chosen']}; test accuracy {t['mean']['acc']:.4f} +- {t['std']['acc']:.4f}, "
+          f"AUC (paper's) {t['mean']['auc_paper']:.4f}")
+    print(f"-> {Path(args.out) / 'eval_test.json'}, {Path(args.out) / t['file']}, {Path(args.out) / 'readout.json'}")
     return 0
 
 

@@ -196,29 +196,42 @@ def load_evaluation(run_dir: str | Path, split: str = "test", checkpoint: str = 
     return result, record
 
 
-def ensemble_runs(members: list[str | Path], out: str | Path) -> tuple[EvalResult, dict[str, Any]]:
+def ensemble_runs(members: list[str | Path], out: str | Path,
+                  options: tuple[str, ...] = READOUT_OPTIONS) -> tuple[EvalResult, dict[str, Any]]:
     """Read the test split with an ensemble of runs trained alike with different seeds, from their recorded predictions.
 
     Pass ``r`` of the ensemble averages the members' distances to each class code in their pass ``r`` (a test image is
     then classified by the nearest code, and its uncertainty is that mean distance); the softmax temperature is fitted
-    on the members' first validation pass, averaged the same way. Nothing is recomputed: each member needs its single
-    readout of the validation and test splits (``msflow evaluate --run RUN --choose-views`` writes both). Writes
-    ``eval_test.json`` (with an ``ensemble`` entry naming the members; ``training`` sums their cost) and
-    ``predictions_test.npz`` into ``out``.
+    on the members' first validation pass, averaged the same way. Nothing is recomputed: each member needs its readouts
+    of the validation and test splits (``msflow evaluate --run RUN --choose-views`` writes them).
+
+    The readout views are chosen for the ensemble as :func:`choose_readout` chooses them for a run: of ``options``
+    (``"none"`` first) that every member has recorded on validation, the one under which the ensemble has the highest
+    mean validation accuracy, a tie going to fewer views. Writes into ``out``, as for a run: ``eval_test.json`` and
+    ``predictions_test.npz`` (the reference readout, with an ``ensemble`` entry naming the members; ``training`` sums
+    their cost), and ``readout.json`` with the chosen views' ``eval_test_<views>.json`` where they are not the
+    reference's.
+
+    Returns:
+        The reference readout's evaluation and record (those of ``eval_test.json``).
     """
     members, out = [Path(m) for m in members], Path(out)
     if len(members) < 2:
         raise ValueError("an ensemble needs at least two runs")
+    if not options or options[0] != "none":
+        raise ValueError(f"the options must start with the reference readout 'none', got {options}")
     if out.resolve() in {m.resolve() for m in members}:
         raise ValueError(f"--out {out} is one of the members; the ensemble's results go to a folder of their own")
-    test, val = [], []
-    for m in members:
-        for split, found in (("test", test), ("val", val)):
-            rec = load_evaluation(m, split)
-            if rec is None:
+
+    def recorded(split: str, views: str) -> list[tuple[EvalResult, dict[str, Any]] | None]:
+        return [load_evaluation(m, split, "best", views) for m in members]
+
+    test, val = recorded("test", "none"), recorded("val", "none")
+    for m, t, v in zip(members, test, val):
+        for split, found in (("val", v), ("test", t)):
+            if found is None:
                 raise FileNotFoundError(f"{m} has no recorded single readout of the {split} split: "
                                         f"run `msflow evaluate --run {m} --choose-views` first")
-            found.append(rec)
     first = test[0][1]
     base = dataclasses.replace(RunConfig.from_dict(first["config"]), seed=0)
     seeds = []
@@ -233,51 +246,91 @@ def ensemble_runs(members: list[str | Path], out: str | Path) -> tuple[EvalResul
         seeds.append(cfg.seed)
         if rec["dataset"]["md5"] != first["dataset"]["md5"] or not np.array_equal(result.passes[0].labels, test[0][0].passes[0].labels):
             raise ValueError(f"{m} was evaluated on other data than {members[0]}")
-        readout = {k: v for k, v in rec["eval"].items() if k != "batch_size"}
-        if readout != {k: v for k, v in first["eval"].items() if k != "batch_size"}:
+        if _readout_settings(rec) != _readout_settings(first):
             raise ValueError(f"{m} was read with other evaluation settings than {members[0]} ({rec['eval']} against "
                              f"{first['eval']}): evaluate them alike")
         if len(result.passes) != len(test[0][0].passes):
             raise ValueError(f"{m} has {len(result.passes)} test passes and {members[0]} {len(test[0][0].passes)}: "
                              "evaluate them with the same --repeats")
     info = get_info(first["dataset"]["flag"])
-    val_d = np.mean([r.passes[0].distances for r, _ in val], axis=0)
-    temperature = metrics.fit_temperature(val_d, val[0][0].passes[0].labels)
-    passes = []
-    for i in range(len(test[0][0].passes)):
-        d = np.mean([r.passes[i].distances for r, _ in test], axis=0)
-        passes.append(Predictions(d, d.argmin(1), d.min(1), test[0][0].passes[0].labels))
-    settings = first["metrics"]["settings"] | {"seed": seeds, "ensemble": len(members)}
-    result = summarise(passes, info.task, info.num_classes, temperature, settings)
+
+    def combine(found: list[tuple[EvalResult, dict[str, Any]]], temperature: float) -> EvalResult:
+        passes = []
+        for i in range(min(len(r.passes) for r, _ in found)):
+            d = np.mean([r.passes[i].distances for r, _ in found], axis=0)
+            passes.append(Predictions(d, d.argmin(1), d.min(1), found[0][0].passes[0].labels))
+        settings = found[0][1]["metrics"]["settings"] | {"seed": seeds, "ensemble": len(members)}
+        return summarise(passes, info.task, info.num_classes, temperature, settings)
+
+    def temperature_of(found: list[tuple[EvalResult, dict[str, Any]]]) -> float:
+        return metrics.fit_temperature(np.mean([r.passes[0].distances for r, _ in found], axis=0), found[0][0].passes[0].labels)
+
+    on_val, temperatures = {}, {}
+    for views in dict.fromkeys(options):
+        found = val if views == "none" else recorded("val", views)
+        if any(f is None for f in found):
+            continue  # not every member was read this way on validation
+        temperatures[views] = temperature_of(found)
+        r = combine(found, temperatures[views])
+        # computed from the members' files, not written: the ensemble has no validation file of its own
+        on_val[views] = {"mean": r.mean, "std": r.std, "views": len(VIEWS[views]), "file": None}
+    chosen = pick_readout({v: (o["mean"]["acc"], o["views"]) for v, o in on_val.items()})
     trainings = [rec["training"] for _, rec in test]
     total = {k: sum(t[k] for t in trainings) for k in ("steps", "images_seen", "train_seconds", "parameters")}
 
     def same(key: str) -> Any:  # the members' common value, None where they differ
         return trainings[0][key] if all(t.get(key) == trainings[0].get(key) for t in trainings) else None
 
-    record = {
-        "run": out.name,
-        "dataset": first["dataset"],
-        "checkpoint": {"name": "best", "step": None, "val": None},
-        "config": first["config"],
-        "eval": first["eval"],
-        "metrics": result.to_dict(),
-        "training": total | {"images_per_second": total["images_seen"] / total["train_seconds"], "device": same("device"),
-                             "git_commit": same("git_commit") or "several (see ensemble.members)"},
-        "provenance": provenance("cpu"),
-        "ensemble": {
-            "members": [{"run": m.name, "seed": s, "checkpoint_step": rec["checkpoint"]["step"],
-                         "git_commit": rec["training"]["git_commit"],
-                         **{k: rec["metrics"]["mean"][k] for k in ("acc", "auc_paper", "auc_medmnist")}}
-                        for m, s, (_, rec) in zip(members, seeds, test)],
-            "rule": "pass by pass, the mean of the members' distances to each class code",
-        },
-    }
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "eval_test.json", record)
-    save_predictions(out / "predictions_test.npz", distances=np.stack([p.distances for p in passes]).astype(np.float16),
-                     labels=passes[0].labels)
-    return result, record
+    written = {}
+    for views in dict.fromkeys(("none", chosen)):
+        found = test if views == "none" else recorded("test", views)
+        missing = [m for m, f in zip(members, found) if f is None]
+        if missing:
+            raise FileNotFoundError(f"the ensemble's readout chosen on validation is '{views}', and {missing[0]} has no "
+                                    f"recorded readout of the test split with it: run `msflow evaluate --run {missing[0]} "
+                                    f"--views {views}` first")
+        result = combine(found, temperatures[views])
+        record = {
+            "run": out.name,
+            "dataset": first["dataset"],
+            "checkpoint": {"name": "best", "step": None, "val": None},
+            "config": first["config"],
+            "eval": found[0][1]["eval"],
+            "metrics": result.to_dict(),
+            "training": total | {"images_per_second": total["images_seen"] / total["train_seconds"], "device": same("device"),
+                                 "git_commit": same("git_commit") or "several (see ensemble.members)"},
+            "provenance": provenance("cpu"),
+            "ensemble": {
+                "members": [{"run": m.name, "seed": s, "checkpoint_step": rec["checkpoint"]["step"],
+                             "git_commit": rec["training"]["git_commit"],
+                             **{k: rec["metrics"]["mean"][k] for k in ("acc", "auc_paper", "auc_medmnist")}}
+                            for m, s, (_, rec) in zip(members, seeds, found)],
+                "rule": "pass by pass, the mean of the members' distances to each class code",
+            },
+        }
+        suffix = _suffix("test", "best", views)
+        write_json(out / f"eval_{suffix}.json", record)
+        save_predictions(out / f"predictions_{suffix}.npz", distances=np.stack([p.distances for p in result.passes]).astype(np.float16),
+                         labels=result.passes[0].labels)
+        written[views] = (result, record)
+    test_chosen = written[chosen][1]
+    write_json(out / "readout.json", {
+        "run": out.name,
+        "criterion": "highest mean validation accuracy of the ensemble; ties to fewer views",
+        "options": on_val,
+        "chosen": chosen,
+        "checkpoint_step": None,
+        "test": {"mean": test_chosen["metrics"]["mean"], "std": test_chosen["metrics"]["std"],
+                 "file": f"eval_{_suffix('test', 'best', chosen)}.json"},
+        "provenance": provenance("cpu"),
+    })
+    return written["none"]
+
+
+def _readout_settings(record: dict[str, Any]) -> EvalConfig:
+    """A record's evaluation settings apart from the batch size and the views (older records lack newer fields)."""
+    return dataclasses.replace(EvalConfig(**record["eval"]), batch_size=0, views="none")
 
 
 def multi_pass_run(

@@ -473,14 +473,51 @@ def test_an_ensemble_of_seeds_averages_the_recorded_distances_pass_by_pass(tmp_p
     assert written["training"]["images_seen"] == sum(t["images_seen"] for t in trained)
     assert written["training"]["parameters"] == sum(t["parameters"] for t in trained)
     assert runs.load_evaluation(tmp_path / "ens") is not None  # the book reads it as it reads a run's
+    readout = json.loads((tmp_path / "ens" / "readout.json").read_text())
+    assert list(readout["options"]) == ["none"] and readout["chosen"] == "none"  # the members were read once only
+    assert readout["test"]["file"] == "eval_test.json" and readout["test"]["mean"] == written["metrics"]["mean"]
     from msflow import cli
 
     assert cli.main(["ensemble", "--runs", *map(str, members), "--out", str(tmp_path / "ens-cli")]) == 0
+    assert "chosen on validation: none; test accuracy" in capsys.readouterr().out
     assert json.loads((tmp_path / "ens-cli" / "eval_test.json").read_text())["metrics"]["mean"] == written["metrics"]["mean"]
     assert cli.main(["ensemble", "--runs", str(members[0]), "--out", str(tmp_path / "bad")]) == 2
     assert "msflow ensemble: error: an ensemble needs at least two runs" in capsys.readouterr().err
     prose = study.results_prose({"cpu-ens": {"pneumoniamnist": written}}, ["pneumoniamnist"])
     assert "the mean of 2 networks: seeds 0, 1 of `smoke` (images and minutes are their sum)." in prose
+    # the readout views are chosen for the ensemble on validation, from the members' recorded readouts: here the
+    # members' single readouts of validation are replaced by wrong ones (the nearest code is never the label's), so
+    # that the ensemble must choose the flips
+    monkeypatch.undo()
+    for m in members:
+        runs.evaluate_run(m, "val", data_root=small_root, device="cpu", progress=False, eval_overrides={"views": "flips"})
+        with np.load(m / "predictions_val.npz") as z:
+            d, val_labels = z["distances"], z["labels"]
+        wrong = np.broadcast_to(np.eye(d.shape[2])[val_labels], d.shape).astype(np.float16)
+        np.savez(m / "predictions_val.npz", distances=wrong, labels=val_labels)
+    with pytest.raises(FileNotFoundError, match=r"readout chosen on validation is 'flips', and .*seed0 has no recorded "
+                       r"readout of the test split with it: run `msflow evaluate --run .*seed0 --views flips` first"):
+        runs.ensemble_runs(members, tmp_path / "ens-flips")
+    monkeypatch.undo()
+    for m in members:
+        runs.evaluate_run(m, "test", data_root=small_root, device="cpu", progress=False, eval_overrides={"views": "flips"})
+    _forbid(monkeypatch, runs, "evaluate")
+    none, _ = runs.ensemble_runs(members, tmp_path / "ens-flips")
+    for k in ("acc", "auc_paper", "auc_medmnist", "aurc"):  # the reference readout of test is as before (its
+        assert none.mean[k] == result.mean[k]  # temperature, fitted on the altered validation readout, is not)
+    readout = json.loads((tmp_path / "ens-flips" / "readout.json").read_text())
+    assert readout["options"]["none"]["mean"]["acc"] == 0.0 and readout["options"]["flips"]["mean"]["acc"] > 0.5
+    assert readout["chosen"] == "flips"
+    flips = json.loads((tmp_path / "ens-flips" / "eval_test_flips.json").read_text())
+    d = [np.load(m / "predictions_test_flips.npz")["distances"].astype(np.float32) for m in members]
+    assert np.isclose(flips["metrics"]["mean"]["acc"], np.mean([(p.argmin(1) == labels).mean() for p in (d[0] + d[1]) / 2]))
+    assert flips["eval"]["views"] == "flips" and readout["test"]["mean"] == flips["metrics"]["mean"]
+    shutil.copytree(tmp_path / "ens-flips", tmp_path / "runs" / "pneumoniamnist-smoke-ens")
+    chosen = study.our_results(tmp_path / "runs", "smoke-ens", ["pneumoniamnist"], readout=True)["pneumoniamnist"]
+    assert chosen["metrics"] == flips["metrics"] and chosen["readout"]["chosen"] == "flips"  # the book reads it as a run's
+    # members are compared apart from the batch size and the views; an older record without a field has its default
+    older = {k: v for k, v in flips["eval"].items() if k != "views"} | {"batch_size": 7}
+    assert runs._readout_settings({"eval": older}) == runs._readout_settings(flips)
     # what is not an ensemble of seeds of one recipe is refused with the reason
     with pytest.raises(ValueError, match="at least two runs"):
         runs.ensemble_runs(members[:1], tmp_path / "bad")
