@@ -172,7 +172,8 @@ def _ensemble(args) -> int:
     t = readout["test"]
     print(f"chosen on validation: {readout['chosen']}; test accuracy {t['mean']['acc']:.4f} +- {t['std']['acc']:.4f}, "
           f"AUC (paper's) {t['mean']['auc_paper']:.4f}")
-    print(f"-> {Path(args.out) / 'eval_test.json'}, {Path(args.out) / t['file']}, {Path(args.out) / 'readout.json'}")
+    files = dict.fromkeys(("eval_test.json", t["file"], "readout.json"))
+    print("-> " + ", ".join(str(Path(args.out) / f) for f in files))
     return 0
 
 
