@@ -425,14 +425,20 @@ def run_facts(train: dict[str, Any], evaluation: dict[str, Any], readout: dict[s
         if point.get("val_acc") is not None:
             facts[f"val_{point['step']}"] = pct(point["val_acc"])
             facts[f"val_auc_{point['step']}"] = pct(point["val_auc"])
-    if readout is not None:
-        facts["readout"] = readout["chosen"]
-        chosen = readout["test"]["mean"] if readout["chosen"] != "none" else m
-        facts |= {"readout_acc": pct(chosen["acc"], digits=2), "readout_auc": pct(chosen["auc_paper"], digits=2),
-                  "readout_aucm": pct(chosen["auc_medmnist"], digits=2)}
+    facts |= _readout_facts(readout, evaluation)
     if train_split is not None:
         facts["train_acc"] = pct(train_split["metrics"]["mean"]["acc"])
     return facts
+
+
+def _readout_facts(readout: dict[str, Any] | None, evaluation: dict[str, Any]) -> dict[str, str]:
+    """The readout facts of :func:`run_facts` (none without a ``readout.json``): ``readout``, ``readout_acc``,
+    ``readout_auc``, ``readout_aucm``, those of the single read (``evaluation``) where it was kept."""
+    if readout is None:
+        return {}
+    chosen = readout["test"]["mean"] if readout["chosen"] != "none" else evaluation["metrics"]["mean"]
+    return {"readout": readout["chosen"], "readout_acc": pct(chosen["acc"], digits=2),
+            "readout_auc": pct(chosen["auc_paper"], digits=2), "readout_aucm": pct(chosen["auc_medmnist"], digits=2)}
 
 
 def _test_facts(evaluation: dict[str, Any]) -> dict[str, str]:
@@ -449,14 +455,16 @@ def _test_facts(evaluation: dict[str, Any]) -> dict[str, str]:
     return facts
 
 
-def ensemble_facts(evaluation: dict[str, Any]) -> dict[str, str]:
-    """An ensemble's numbers (its ``eval_test.json``, written by :func:`msflow.runs.ensemble_runs`) as the prose quotes
-    them: the test facts of :func:`run_facts`, ``members`` (how many networks), ``seeds``, ``profile`` (their recipe),
-    and ``images``, ``minutes`` and ``params`` summed over the members."""
+def ensemble_facts(evaluation: dict[str, Any], readout: dict[str, Any] | None = None) -> dict[str, str]:
+    """An ensemble's numbers (its ``eval_test.json`` and ``readout.json``, written by
+    :func:`msflow.runs.ensemble_runs`) as the prose quotes them: the test and readout facts of :func:`run_facts`,
+    ``members`` (how many networks), ``seeds``, ``profile`` (their recipe), and ``images``, ``minutes`` and ``params``
+    summed over the members."""
     t, members = evaluation["training"], evaluation["ensemble"]["members"]
-    return {"members": f"{len(members)}", "seeds": ", ".join(str(m["seed"]) for m in members),
-            "profile": evaluation["config"]["profile"], "images": f"{t['images_seen']:,}",
-            "minutes": f"{t['train_seconds'] / 60:.1f}", "params": f"{t['parameters'] / 1e6:.1f} M"} | _test_facts(evaluation)
+    return ({"members": f"{len(members)}", "seeds": ", ".join(str(m["seed"]) for m in members),
+             "profile": evaluation["config"]["profile"], "images": f"{t['images_seen']:,}",
+             "minutes": f"{t['train_seconds'] / 60:.1f}", "params": f"{t['parameters'] / 1e6:.1f} M"}
+            | _test_facts(evaluation) | _readout_facts(readout, evaluation))
 
 
 def recipes_prose(facts: dict[str, dict[str, str]]) -> str:

@@ -405,6 +405,20 @@ def test_run_facts_read_every_number_from_the_records():
     assert (f["select"], f["readout"], f["readout_acc"]) == ("accuracy", "none", "51.95") and "train_acc" not in f
 
 
+def test_ensemble_facts_sum_the_members_and_quote_the_readout_chosen_for_the_ensemble():
+    _, evaluation, readout = _records()
+    members = [{"seed": 0}, {"seed": 2}]
+    evaluation |= {"training": {"images_seen": 96000, "train_seconds": 750.0, "parameters": 1812488},
+                   "ensemble": {"members": members}, "config": {"profile": "cpu-lam05-x6"}}
+    f = study.ensemble_facts(evaluation, readout)
+    assert (f["members"], f["seeds"], f["profile"]) == ("2", "0, 2", "cpu-lam05-x6")
+    assert (f["images"], f["minutes"], f["params"]) == ("96,000", "12.5", "1.8 M")
+    assert (f["acc"], f["auc"], f["recall_0"]) == ("51.95", "72.14", "65.8")
+    assert (f["readout"], f["readout_acc"], f["readout_auc"], f["readout_aucm"]) == ("flips", "52.35", "69.62", "69.86")
+    assert "readout" not in study.ensemble_facts(evaluation)  # no readout.json: no readout facts
+    assert study.ensemble_facts(evaluation, _records(chosen="none")[2])["readout_acc"] == "51.95"
+
+
 def test_recipes_prose_and_matched_steps_table():
     train, evaluation, readout = _records()
     facts = {"cpu-lam03-auc": study.run_facts(train, evaluation, readout),
