@@ -89,8 +89,11 @@ def test_slider_changes_the_output_in_jupyterlab(lab, tmp_path):
     try:
         driver.get(lab)
         _wait(driver, "return !!window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell') !== null", 120, "the notebook to open")
-        _wait(driver, """const w = window.jupyterapp.shell.currentWidget;
-                         const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+        # the notebook's panel among the main area's widgets: a headless Chromium window never has the focus, and
+        # without it JupyterLab's shell has no current widget (Chromium 150 here)
+        _wait(driver, """let w = null;
+                         for (const x of window.jupyterapp.shell.widgets('main')) { if (x.sessionContext) { w = x; break; } }
+                         const k = w && w.sessionContext.session && w.sessionContext.session.kernel;
                          return !!k && k.status === 'idle';""", 120, "the kernel to start")
         driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         before = _wait(driver, SUMMARY, 240, "the abstain panel", "")
