@@ -322,6 +322,57 @@ def test_a_quick_notebook_whose_cell_hangs_is_executed_once_more(tmp_path, monke
     assert calls == [5, 5] and log[-1] == "FAILED explore {}: TimeoutError: again (partial notebook kept in _build/failed/third.ipynb)"
 
 
+def test_kernel_channel_polls_are_sliced_so_a_missed_wake_up_costs_one_slice():
+    import asyncio
+    import time
+    from queue import Empty
+
+    waits = []
+
+    def channel(arrives_at: float | None):
+        """A channel's get_msg that, as pyzmq's asyncio poll after a missed wake-up, sees a message that has arrived
+        only when its poll times out."""
+        start = time.monotonic()
+
+        async def get_msg(timeout=None):
+            waits.append(timeout)
+            await asyncio.sleep(timeout)
+            if arrives_at is not None and time.monotonic() - start >= arrives_at:
+                return {"msg_type": "execute_reply"}
+            raise Empty
+
+        return get_msg
+
+    sliced = study.sliced_get_msg(channel(0.0), slice_s=0.05)
+    t0 = time.monotonic()
+    assert asyncio.run(sliced(timeout=30)) == {"msg_type": "execute_reply"}  # one slice, not the 30 s timeout
+    assert time.monotonic() - t0 < 5 and waits == [0.05]
+    waits.clear()
+    assert asyncio.run(study.sliced_get_msg(channel(0.12), 0.05)(timeout=None))["msg_type"] == "execute_reply"
+    assert waits == [0.05, 0.05, 0.05]  # no timeout: polls slice by slice until the message is read
+    waits.clear()
+    t0 = time.monotonic()
+    with pytest.raises(Empty):  # nothing arrives: Empty at the timeout, as the channel's own get_msg
+        asyncio.run(study.sliced_get_msg(channel(None), 0.05)(timeout=0.12))
+    assert 0.12 <= time.monotonic() - t0 < 2 and max(waits) == 0.05 and sum(waits) == pytest.approx(0.12, abs=0.02)
+
+
+def test_notebooks_are_executed_by_a_client_with_sliced_polls_and_papermill_is_restored(monkeypatch):
+    import papermill.engines as engines
+
+    base, seen = engines.PapermillNotebookClient, []
+
+    def execute_notebook(src, out, **kwargs):
+        seen.append(engines.PapermillNotebookClient)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("papermill.execute_notebook", execute_notebook)
+    with pytest.raises(RuntimeError, match="stop here"):
+        study.execute_notebook("a.ipynb", "b.ipynb", {}, ".")
+    assert issubclass(seen[0], base) and seen[0] is not base  # the sliced client, during the call only
+    assert engines.PapermillNotebookClient is base
+
+
 def test_readout_options_are_parsed_from_a_comma_separated_list():
     assert runs.parse_readout_options("none, flips,,dihedral ") == ("none", "flips", "dihedral")
     assert runs.parse_readout_options("") == ()
