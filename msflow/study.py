@@ -97,9 +97,9 @@ def execute_notebook(src: str | os.PathLike, out: str | os.PathLike, parameters:
     (:func:`sliced_get_msg`): the asyncio poll of pyzmq can miss the wake-up of a message that has arrived, and it
     finds the message only when its poll times out. Papermill waits for a cell's reply with one poll as long as the
     cell timeout, forever without one: here the explorer page's ``execute_reply``, sent by the kernel 1.5 s into the
-    cell, was read 600 s later, when the cell timeout expired (the timestamps are in the executed page), and without a
-    timeout such a wait never ended (three renders and one CI run hung). With slices, such a message is read within
-    a slice.
+    cell, was read 600 s later, when the cell timeout expired (the timestamps are in the executed page; twice, the
+    kernel meanwhile idle and answering a second client at once), and without a timeout such a wait never ended (three
+    renders and one CI run hung). With slices, such a message is read within a slice.
 
     ``cell_timeout`` (seconds) is for notebooks whose every cell is quick: a cell that runs past it is taken for a
     lost reply, and the notebook is executed once more; a second timeout is raised. Notebooks that train get no
@@ -148,12 +148,17 @@ def _sliced_kernel_polls(slice_s: float):
 
     base = engines.PapermillNotebookClient
 
+    from nbclient.util import run_sync
+
     class SlicedClient(base):
         async def async_start_new_kernel_client(self):
             kc = await super().async_start_new_kernel_client()
             for channel in (kc.shell_channel, kc.iopub_channel):
                 channel.get_msg = sliced_get_msg(channel.get_msg, slice_s)
             return kc
+
+        # nbclient binds its synchronous wrapper to its own coroutine; papermill calls the wrapper
+        start_new_kernel_client = run_sync(async_start_new_kernel_client)
 
     engines.PapermillNotebookClient = SlicedClient
     try:

@@ -373,6 +373,30 @@ def test_notebooks_are_executed_by_a_client_with_sliced_polls_and_papermill_is_r
     assert engines.PapermillNotebookClient is base
 
 
+def test_a_real_execution_polls_its_kernel_through_the_slices(tmp_path, monkeypatch):
+    import nbformat
+
+    sliced = []
+    real = study.sliced_get_msg
+
+    def spy(get_msg, slice_s):
+        inner = real(get_msg, slice_s)
+
+        async def get_msg_spied(timeout=None):
+            sliced.append(timeout)
+            return await inner(timeout)
+
+        return get_msg_spied
+
+    monkeypatch.setattr(study, "sliced_get_msg", spy)
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell("6 * 7")]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    out = study.execute_notebook(tmp_path / "in.ipynb", tmp_path / "out.ipynb", {}, tmp_path, cell_timeout=60)
+    assert out.cells[0].outputs[0]["data"]["text/plain"] == "42"
+    assert 60 in sliced  # the cell's reply was awaited through the sliced channel, with the cell timeout as deadline
+
+
 def test_readout_options_are_parsed_from_a_comma_separated_list():
     assert runs.parse_readout_options("none, flips,,dihedral ") == ("none", "flips", "dihedral")
     assert runs.parse_readout_options("") == ()
