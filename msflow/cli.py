@@ -125,11 +125,8 @@ def _evaluate(args) -> int:
                              "drop --views, --split and --checkpoint")
         # recorded evaluations of the same settings are read, never recomputed: the published single readout stays as it is
         rec = choose_readout(args.run, parse_readout_options(args.choose_views), data_root=args.data_root, device=args.device, download=args.download, reuse=True)
-        for views, o in rec["options"].items():
-            print(f"validation, views {views} ({o['views']}): accuracy {o['mean']['acc']:.4f} +- {o['std']['acc']:.4f}")
-        t = rec["test"]
-        print(f"chosen on validation: {rec['chosen']}; test accuracy {t['mean']['acc']:.4f} +- {t['std']['acc']:.4f}, "
-              f"AUC (paper's) {t['mean']['auc_paper']:.4f} -> {Path(args.run) / 'readout.json'}")
+        _print_readout(rec, "validation")
+        print(f"-> {Path(args.run) / 'readout.json'}")
         return 0
     _, record = evaluate_run(args.run, args.split, args.checkpoint, args.data_root, args.device, args.download, over,
                              reuse=args.reuse)
@@ -167,12 +164,8 @@ def _ensemble(args) -> int:
         print(f"member {m['run']} (seed {m['seed']}): accuracy {m['acc']:.4f}, AUC (paper's) {m['auc_paper']:.4f}")
     _print_metrics(record)
     readout = read_json(Path(args.out) / "readout.json")
-    for views, o in readout["options"].items():
-        print(f"ensemble on validation, views {views} ({o['views']}): accuracy {o['mean']['acc']:.4f} +- {o['std']['acc']:.4f}")
-    t = readout["test"]
-    print(f"chosen on validation: {readout['chosen']}; test accuracy {t['mean']['acc']:.4f} +- {t['std']['acc']:.4f}, "
-          f"AUC (paper's) {t['mean']['auc_paper']:.4f}")
-    files = dict.fromkeys(("eval_test.json", t["file"], "readout.json"))
+    _print_readout(readout, "ensemble on validation")
+    files = dict.fromkeys(("eval_test.json", readout["test"]["file"], "readout.json"))
     print("-> " + ", ".join(str(Path(args.out) / f) for f in files))
     return 0
 
@@ -187,6 +180,15 @@ def _data(args) -> int:
     path, md5, synthetic = locate(args.dataset, args.size, args.data_root, args.download)
     print(f"{path}: MD5 {md5} {'(synthetic, matches its manifest)' if synthetic else 'matches MedMNIST'}")
     return 0
+
+
+def _print_readout(readout: dict, where: str) -> None:
+    """The readout views compared on validation (a ``readout.json``) and the test metrics of the chosen ones."""
+    for views, o in readout["options"].items():
+        print(f"{where}, views {views} ({o['views']}): accuracy {o['mean']['acc']:.4f} +- {o['std']['acc']:.4f}")
+    t = readout["test"]
+    print(f"chosen on validation: {readout['chosen']}; test accuracy {t['mean']['acc']:.4f} +- {t['std']['acc']:.4f}, "
+          f"AUC (paper's) {t['mean']['auc_paper']:.4f}")
 
 
 def _print_metrics(record: dict) -> None:

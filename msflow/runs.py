@@ -118,11 +118,7 @@ def choose_readout(
         the record written to ``readout.json``, with each option's validation metrics (mean and std), the choice and
         its test metrics.
     """
-    if not options or options[0] != "none":
-        raise ValueError(f"the options must start with the reference readout 'none', got {options}")
-    unknown = [o for o in options if o not in VIEWS]
-    if unknown:
-        raise ValueError(f"unknown readout views {unknown}; choose from {sorted(VIEWS)}")
+    _check_readout_options(options)
     run_dir = Path(run_dir)
     val = {}
     for views in tqdm(options, desc="readout on validation", disable=not progress):
@@ -131,15 +127,7 @@ def choose_readout(
                       "file": f"eval_{_suffix('val', 'best', views)}.json"}
     chosen = pick_readout({v: (o["mean"]["acc"], o["views"]) for v, o in val.items()})
     _, test = evaluate_run(run_dir, "test", "best", data_root, device, download, {"views": chosen}, progress=progress, reuse=reuse)
-    record = {
-        "run": run_dir.name,
-        "criterion": "highest mean validation accuracy; ties to fewer views",
-        "options": val,
-        "chosen": chosen,
-        "checkpoint_step": test["checkpoint"]["step"],
-        "test": {"mean": test["metrics"]["mean"], "std": test["metrics"]["std"],
-                 "file": f"eval_{_suffix('test', 'best', chosen)}.json"},
-    }
+    record = _readout_record(run_dir.name, "highest mean validation accuracy; ties to fewer views", val, chosen, test)
     path = run_dir / "readout.json"
     if path.exists():  # the same choice from the same records: keep the file, and the provenance of when it was made
         found = read_json(path)
@@ -148,6 +136,24 @@ def choose_readout(
     record["provenance"] = provenance(resolve_device(device))  # of this choice; each evaluation file keeps its own
     write_json(path, record)
     return record
+
+
+def _check_readout_options(options: tuple[str, ...]) -> None:
+    """Readout options must be known views, the reference readout ``"none"`` first."""
+    if not options or options[0] != "none":
+        raise ValueError(f"the options must start with the reference readout 'none', got {options}")
+    unknown = [o for o in options if o not in VIEWS]
+    if unknown:
+        raise ValueError(f"unknown readout views {unknown}; choose from {sorted(VIEWS)}")
+
+
+def _readout_record(run: str, criterion: str, options: dict[str, Any], chosen: str, test: dict[str, Any]) -> dict[str, Any]:
+    """The content of ``readout.json`` (without its provenance): the options compared on validation, the choice, and
+    the test metrics of ``test``, the chosen views' test record."""
+    return {"run": run, "criterion": criterion, "options": options, "chosen": chosen,
+            "checkpoint_step": test["checkpoint"]["step"],
+            "test": {"mean": test["metrics"]["mean"], "std": test["metrics"]["std"],
+                     "file": f"eval_{_suffix('test', 'best', chosen)}.json"}}
 
 
 def _canonical(obj: Any) -> str:
@@ -218,8 +224,7 @@ def ensemble_runs(members: list[str | Path], out: str | Path,
     members, out = [Path(m) for m in members], Path(out)
     if len(members) < 2:
         raise ValueError("an ensemble needs at least two runs")
-    if not options or options[0] != "none":
-        raise ValueError(f"the options must start with the reference readout 'none', got {options}")
+    _check_readout_options(options)
     if out.resolve() in {m.resolve() for m in members}:
         raise ValueError(f"--out {out} is one of the members; the ensemble's results go to a folder of their own")
 
@@ -314,17 +319,8 @@ def ensemble_runs(members: list[str | Path], out: str | Path,
         save_predictions(out / f"predictions_{suffix}.npz", distances=np.stack([p.distances for p in result.passes]).astype(np.float16),
                          labels=result.passes[0].labels)
         written[views] = (result, record)
-    test_chosen = written[chosen][1]
-    write_json(out / "readout.json", {
-        "run": out.name,
-        "criterion": "highest mean validation accuracy of the ensemble; ties to fewer views",
-        "options": on_val,
-        "chosen": chosen,
-        "checkpoint_step": None,
-        "test": {"mean": test_chosen["metrics"]["mean"], "std": test_chosen["metrics"]["std"],
-                 "file": f"eval_{_suffix('test', 'best', chosen)}.json"},
-        "provenance": provenance("cpu"),
-    })
+    write_json(out / "readout.json", _readout_record(out.name, "highest mean validation accuracy of the ensemble; ties to fewer views",
+                                                     on_val, chosen, written[chosen][1]) | {"provenance": provenance("cpu")})
     return written["none"]
 
 

@@ -145,10 +145,9 @@ def sliced_get_msg(get_msg, slice_s: float):
 def _sliced_kernel_polls(slice_s: float):
     """Within the block, papermill's notebook client polls its kernel channels with :func:`sliced_get_msg`."""
     import papermill.engines as engines
+    from nbclient.util import run_sync
 
     base = engines.PapermillNotebookClient
-
-    from nbclient.util import run_sync
 
     class SlicedClient(base):
         async def async_start_new_kernel_client(self):
