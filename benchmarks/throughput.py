@@ -23,7 +23,7 @@ from msflow.flow import flow_loss, sample_t
 from msflow.model import build
 from msflow.results import device_name
 from msflow.sampler import classify, generate
-from msflow.train import resolve_device
+from msflow.train import resolve_device, train_autocast
 
 
 def _sync(device: torch.device) -> None:
@@ -61,7 +61,7 @@ def main() -> None:
     eb = args.eval_batch or min(cfg.eval.batch_size, 512)
     g = torch.Generator(device).manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    amp = dict(device_type="cuda", dtype=torch.bfloat16, enabled=cfg.train.bf16 and device.type == "cuda")
+    amp = dict(device_type="cuda", dtype=torch.bfloat16, enabled=cfg.train.bf16 and device.type == "cuda")  # inference
     size = cfg.data.size
     raw = torch.randint(0, 256, (b, info.channels, size, size), dtype=torch.uint8, device=device)
     labels = torch.randint(0, info.num_classes, (b,), device=device)
@@ -74,7 +74,7 @@ def main() -> None:
     def step(x):
         y = code.encode(labels, res, generator=g)
         t = sample_t(b, cfg.flow.t_one_frac, g, device)
-        with torch.autocast(**amp):
+        with train_autocast(cfg.train, device):
             out = flow_loss(model, x, y, t, torch.randn_like(x), torch.randn_like(y), cfg.flow.sigma_min, cfg.flow.lam)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -102,6 +102,8 @@ def main() -> None:
             comps.to_image(generate(model, code, le, model.image_channels, res, cfg.eval.gen_steps, "euler", generator=g).images)
 
     it = args.iters
+    with train_autocast(cfg.train, device):
+        train_precision = "bf16 autocast" if torch.is_autocast_enabled(device.type) else "fp32"
     row = {
         "profile": args.profile,
         "dataset": info.flag,
@@ -110,6 +112,7 @@ def main() -> None:
         "resolution": res,
         "latent": cfg.latent.vae if codec is not None else "no",
         "train_batch": b,
+        "train_precision": train_precision,
         "train_images_per_s": _rate(train_step, b, device, 2, it),
         **({"train_uncached_images_per_s": _rate(train_step_uncached, b, device, 1, it)} if codec is not None else {}),
         "classify_1step_images_per_s": _rate(cls(1), eb, device, 1, it),

@@ -1,4 +1,6 @@
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +37,15 @@ def test_overrides_from_strings_and_round_trip():
     assert cfg.train.ema_warmup is False and cfg.data.augment is None
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
     assert config_diff(cfg, dataclasses.replace(cfg, seed=3)) == {"seed": (0, 3)}
+
+
+def test_a_recorded_config_without_a_later_field_reads_as_before():
+    # results/*/config.json written before train.cpu_bf16 existed: their CPU training ran in fp32
+    recorded = json.loads((Path(__file__).parents[1] / "results" / "bloodmnist-cpu-lam05-x6" / "config.json").read_text())
+    assert "cpu_bf16" not in recorded["train"]
+    cfg = RunConfig.from_dict(recorded)
+    assert cfg.train.cpu_bf16 is False
+    assert config_diff(cfg, make_config("bloodmnist", "cpu-lam05-x6")) == {}
 
 
 def test_bad_overrides_are_explained():

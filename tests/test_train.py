@@ -121,8 +121,19 @@ def test_resuming_with_another_config_is_refused(tmp_path, synthetic_root):
         training.train(_cfg(**{"train.max_steps": 2, "train.lr": 1.0}), tmp_path, synthetic_root, "cpu", progress=False)
 
 
-def test_training_learns_the_synthetic_task(tmp_path, synthetic_root):
-    cfg = make_config("pneumoniamnist", "smoke", {"train.max_steps": 40, "train.eval_every": 40})
+def test_train_autocast_follows_the_config():
+    layer, x, cpu = torch.nn.Linear(4, 4), torch.randn(2, 4), torch.device("cpu")
+    fp32 = make_config("bloodmnist", "cpu").train
+    assert fp32.bf16 and not fp32.cpu_bf16  # bf16 alone leaves CPU training (and the recorded CPU runs) in fp32
+    with training.train_autocast(fp32, cpu):
+        assert layer(x).dtype == torch.float32
+    with training.train_autocast(make_config("bloodmnist", "cpu-lam05-bf16").train, cpu):
+        assert layer(x).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("cpu_bf16", [False, True])
+def test_training_learns_the_synthetic_task(tmp_path, synthetic_root, cpu_bf16):
+    cfg = make_config("pneumoniamnist", "smoke", {"train.max_steps": 40, "train.eval_every": 40, "train.cpu_bf16": cpu_bf16})
     result = training.train(cfg, tmp_path, synthetic_root, "cpu", progress=False)
     assert result.best["val_acc"] >= 0.9
     assert result.images_seen == 40 * 16
