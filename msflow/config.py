@@ -329,6 +329,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     # cpu-lam05 with its training steps in bfloat16 autocast on the CPU (train.cpu_bf16): the same network, batch and
     # schedule, so against cpu-lam05 it measures what the 1.35 times faster step costs in accuracy at equal steps.
     "cpu-lam05-bf16": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "train.cpu_bf16": True},
+    # cpu-lam05 trained again, unchanged, in the session of cpu-lam05-bf16: the fp32 side of that pair on one machine
+    # (CPU sessions' machines differ in speed), and a check of how closely a CPU run repeats its recorded curve.
+    "cpu-lam05-again": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5},
     "cpu-b128": {**_CPU_SCALE, **_CPU_BUDGET, "train.batch_size": 128, "train.max_steps": 750,
                  "train.eval_every": 125, "train.checkpoint_every": 125},
     # The reference architecture at half width in bf16 on one GPU, with the budget deviations. The GPU
