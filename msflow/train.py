@@ -108,8 +108,9 @@ def train_autocast(tc: TrainConfig, device: torch.device) -> torch.autocast:
     """The autocast of a training step: bfloat16 on CUDA when ``tc.bf16``, on the CPU when ``tc.cpu_bf16``, else off.
 
     On the CPU, bfloat16 needs hardware support (AVX512-BF16 or AMX) to pay: on this study's two AMD EPYC cores it
-    took 1.2 to 1.35 times as many training steps per second (the runs ``cpu-lam05-bf16`` and ``cpu-lam05-again``;
-    ``benchmarks/throughput.py --set train.cpu_bf16=true``).
+    took about 1.2 times as many training steps per second in the runs ``cpu-lam05-bf16`` and ``cpu-lam05-again``, and
+    1.1 to 1.35 times in ``benchmarks/throughput.py --set train.cpu_bf16=true``, whose figures on these shared machines
+    vary from one measurement to the next: time both settings back to back on yours.
     """
     on = tc.bf16 if device.type == "cuda" else tc.cpu_bf16 and device.type == "cpu"
     return torch.autocast("cuda" if device.type == "cuda" else "cpu", dtype=torch.bfloat16, enabled=on)
