@@ -19,6 +19,7 @@ import time
 import torch
 
 from msflow.config import make_config, parse_overrides
+from msflow.evaluate import bf16_autocast
 from msflow.flow import flow_loss, sample_t
 from msflow.model import build
 from msflow.results import device_name
@@ -61,7 +62,6 @@ def main() -> None:
     eb = args.eval_batch or min(cfg.eval.batch_size, 512)
     g = torch.Generator(device).manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    amp = dict(device_type="cuda", dtype=torch.bfloat16, enabled=cfg.train.bf16 and device.type == "cuda")  # inference
     size = cfg.data.size
     raw = torch.randint(0, 256, (b, info.channels, size, size), dtype=torch.uint8, device=device)
     labels = torch.randint(0, info.num_classes, (b,), device=device)
@@ -84,7 +84,7 @@ def main() -> None:
         step(codec.sample(mean, logvar, g) if codec is not None else comps.prepare(raw))
 
     def train_step_uncached():
-        with torch.autocast(**amp):
+        with bf16_autocast(device):  # the frozen VAE encodes as inference does
             m, lv = codec.posterior(codec.to_vae_input(raw))
         step(codec.sample(m, lv, g))
 
@@ -93,12 +93,12 @@ def main() -> None:
 
     def cls(steps):
         def f():
-            with torch.autocast(**amp):
+            with bf16_autocast(device):  # as msflow.evaluate runs inference
                 classify(model, code, comps.prepare(re), steps, "euler", generator=g)
         return f
 
     def gen():
-        with torch.autocast(**amp):
+        with bf16_autocast(device):  # as msflow.evaluate runs inference
             comps.to_image(generate(model, code, le, model.image_channels, res, cfg.eval.gen_steps, "euler", generator=g).images)
 
     it = args.iters
