@@ -61,3 +61,11 @@ def test_bad_overrides_are_explained():
         parse_overrides(["train.lr"])
     with pytest.raises(ValueError, match="unknown config fields"):
         RunConfig.from_dict({"data": {"dataset": "bloodmnist", "colour": 1}})
+
+
+def test_t075_profile_is_cpu_lam05_with_more_times_at_one():
+    a = make_config("bloodmnist", "cpu-lam05").to_dict()
+    b = make_config("bloodmnist", "cpu-lam05-t075").to_dict()
+    assert (a["flow"]["t_one_frac"], b["flow"]["t_one_frac"]) == (0.5, 0.75)
+    a["flow"].pop("t_one_frac"), b["flow"].pop("t_one_frac"), a.pop("profile"), b.pop("profile")
+    assert a == b

@@ -67,3 +67,15 @@ def test_sample_t_mass_at_one():
     assert rest.min() >= 0 and rest.mean().item() == pytest.approx(0.5, abs=0.02)
     u = sample_t(10000, 0.0, torch.Generator().manual_seed(0))
     assert (u == 1).sum() == 0
+
+
+def test_sample_t_fraction_changes_only_which_times_are_one():
+    """cpu-lam05-t075 against cpu-lam05: with one seed, a larger fraction sets more times to 1 and leaves the others,
+    and the generator's state after the draw, as they were (so the two runs see the same batches and noise)."""
+    g_half, g_more = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    half, more = sample_t(20000, 0.5, g_half), sample_t(20000, 0.75, g_more)
+    assert (more == 1).float().mean().item() == pytest.approx(0.75, abs=0.02)
+    assert torch.all(more[half == 1] == 1)
+    kept = more < 1
+    assert torch.equal(more[kept], half[kept])
+    assert torch.equal(torch.rand(4, generator=g_half), torch.rand(4, generator=g_more))
