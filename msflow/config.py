@@ -337,6 +337,14 @@ PROFILES: dict[str, dict[str, Any]] = {
     # training images with cpu-lam05-x8), so this measures whether more of each batch spent where the classifier reads
     # pays at equal steps, against cpu-lam05 and cpu-lam05-again.
     "cpu-lam05-t075": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "flow.t_one_frac": 0.75},
+    # Three levers of the issue not yet measured on the 0.9 M-parameter network, each cpu-lam05 but for one field, at
+    # cpu-lam05's 1500 steps and seed, so against cpu-lam05 and cpu-lam05-again they measure what each buys per step on
+    # BloodMNIST (which it underfits: 96.8 % on its training images with cpu-lam05-x8): twice the peak learning rate;
+    # a third residual block per level on the way down (depth); self-attention on the 14 x 14 feature maps, where the
+    # reference attends at 16 x 16 of its 32 px input (the cpu network attends only in the middle, at 7 x 7).
+    "cpu-lam05-lr2": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "train.lr": 2e-3},
+    "cpu-lam05-deep": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "model.layers_per_block": 3},
+    "cpu-lam05-att14": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "model.attention_resolutions": (14,)},
     "cpu-b128": {**_CPU_SCALE, **_CPU_BUDGET, "train.batch_size": 128, "train.max_steps": 750,
                  "train.eval_every": 125, "train.checkpoint_every": 125},
     # The reference architecture at half width in bf16 on one GPU, with the budget deviations. The GPU

@@ -63,6 +63,13 @@ def test_bad_overrides_are_explained():
         RunConfig.from_dict({"data": {"dataset": "bloodmnist", "colour": 1}})
 
 
-def test_t075_profile_is_cpu_lam05_with_more_times_at_one():
-    diff = config_diff(make_config("bloodmnist", "cpu-lam05"), make_config("bloodmnist", "cpu-lam05-t075"))
-    assert diff == {"flow.t_one_frac": (0.5, 0.75), "profile": ("cpu-lam05", "cpu-lam05-t075")}
+@pytest.mark.parametrize("profile, lever", [
+    ("cpu-lam05-t075", {"flow.t_one_frac": (0.5, 0.75)}),
+    ("cpu-lam05-lr2", {"train.lr": (1e-3, 2e-3)}),
+    ("cpu-lam05-deep", {"model.layers_per_block": (2, 3)}),
+    ("cpu-lam05-att14", {"model.attention_resolutions": ([], [14])}),  # config_diff compares the JSON form
+])
+def test_single_lever_profiles_are_cpu_lam05_but_for_their_lever(profile, lever):
+    # the book compares each with cpu-lam05 at equal steps and seed: nothing else may differ
+    diff = config_diff(make_config("bloodmnist", "cpu-lam05"), make_config("bloodmnist", profile))
+    assert diff == {**lever, "profile": ("cpu-lam05", profile)}
