@@ -43,6 +43,12 @@ class VelocityNet(nn.Module):
         channels = tuple(cfg.base_channels * m for m in cfg.channel_mult)
         if any(c % cfg.norm_num_groups for c in channels):
             raise ValueError(f"model.norm_num_groups={cfg.norm_num_groups} must divide every level's channels {channels}")
+        sides = [resolution // 2**i for i in range(levels)]
+        if missing := sorted(set(cfg.attention_resolutions) - set(sides)):
+            raise ValueError(
+                f"model.attention_resolutions {missing} matches no feature-map side of a {resolution} px input "
+                f"(its levels are {sides} px); name sides from that list, or () for attention in the middle block only"
+            )
         down = tuple(
             "AttnDownBlock2D" if resolution // 2**i in cfg.attention_resolutions else "DownBlock2D" for i in range(levels)
         )

@@ -48,6 +48,14 @@ def test_bad_sizes_say_what_to_do():
         VelocityNet(ModelConfig(), 1, 3, resolution=28)
     with pytest.raises(ValueError, match="norm_num_groups"):
         VelocityNet(ModelConfig(base_channels=48), 1, 3, resolution=32)
+    # the reference attends at 16 px of its 32 px input; at the native 28 px no level is 16 px, and the attention
+    # would silently vanish
+    cfg_28 = ModelConfig(channel_mult=(1, 2, 4), attention_resolutions=(16,))
+    with pytest.raises(ValueError, match=r"\[16\] matches no feature-map side of a 28 px input \(its levels are \[28, 14, 7\] px\)"):
+        VelocityNet(cfg_28, 1, 3, resolution=28)
+    at_14 = VelocityNet(ModelConfig(base_channels=8, channel_mult=(1, 2, 4), attention_resolutions=(14,),
+                                    attention_head_dim=8, norm_num_groups=4), 1, 3, resolution=28)
+    assert at_14.unet.config.down_block_types == ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D")
 
 
 def test_every_profile_builds_its_network():
