@@ -73,3 +73,8 @@ def test_single_lever_profiles_are_cpu_lam05_but_for_their_lever(profile, lever)
     # the book compares each with cpu-lam05 at equal steps and seed: nothing else may differ
     diff = config_diff(make_config("bloodmnist", "cpu-lam05"), make_config("bloodmnist", profile))
     assert diff == {**lever, "profile": ("cpu-lam05", profile)}
+
+
+def test_att14_x6_is_cpu_lam05_x6_with_attention_at_14():
+    diff = config_diff(make_config("bloodmnist", "cpu-lam05-x6"), make_config("bloodmnist", "cpu-lam05-att14-x6"))
+    assert diff == {"model.attention_resolutions": ([], [14]), "profile": ("cpu-lam05-x6", "cpu-lam05-att14-x6")}
