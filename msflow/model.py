@@ -50,7 +50,7 @@ class VelocityNet(nn.Module):
                 f"(its levels are {sides} px); name sides from that list, or () for attention in the middle block only"
             )
         down = tuple(
-            "AttnDownBlock2D" if resolution // 2**i in cfg.attention_resolutions else "DownBlock2D" for i in range(levels)
+            "AttnDownBlock2D" if side in cfg.attention_resolutions else "DownBlock2D" for side in sides
         )
         up = tuple(b.replace("Down", "Up") for b in reversed(down))
         self.image_channels = image_channels
