@@ -1,12 +1,12 @@
-"""Throughput and memory of a profile on a device: training, classification (1 and 25 steps), generation.
+"""Throughput and memory of a recipe on a device: training, classification (1 and 25 steps), generation.
 
 Prints one table. Random inputs of the dataset's shape are used, so no data file is needed. For a
-latent profile, training is timed with the VAE posteriors cached (the default path) and without (the VAE
+latent recipe, training is timed with the VAE posteriors cached (the default path) and without (the VAE
 encodes every batch), and classification includes encoding the images and decoding the label latents.
 
-    python benchmarks/throughput.py --profile cpu --dataset pneumoniamnist --device cpu
-    python benchmarks/throughput.py --profile gpu --dataset bloodmnist --device cuda
-    python benchmarks/throughput.py --profile latent-gpu --dataset bloodmnist --device cuda --set latent.vae=sd-random
+    python benchmarks/throughput.py --recipe cpu --dataset pneumoniamnist --device cpu
+    python benchmarks/throughput.py --recipe gpu --dataset bloodmnist --device cuda
+    python benchmarks/throughput.py --recipe latent-gpu --dataset bloodmnist --device cuda --set latent.vae=sd-random
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from msflow.config import make_config, parse_overrides
 from msflow.evaluate import bf16_autocast
 from msflow.flow import flow_loss, sample_t
 from msflow.model import build
-from msflow.results import device_name
+from msflow.files import device_name
 from msflow.sampler import classify, generate
 from msflow.train import resolve_device, train_autocast
 
@@ -45,17 +45,17 @@ def _rate(fn, n_images: int, device: torch.device, warmup: int, iters: int) -> f
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="cpu")
+    p.add_argument("--recipe", default="cpu", help="a recipe of msflow.config.RECIPES")
     p.add_argument("--dataset", default="pneumoniamnist")
     p.add_argument("--device", default="auto")
     p.add_argument("--iters", type=int, default=5, help="timed iterations per measurement")
-    p.add_argument("--eval-batch", type=int, default=0, help="batch for classification/generation (default: the profile's)")
+    p.add_argument("--eval-batch", type=int, default=0, help="batch for classification/generation (default: the recipe's)")
     p.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE", help="config overrides")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args()
 
     device = resolve_device(args.device)
-    cfg = make_config(args.dataset, args.profile, parse_overrides(args.set))
+    cfg = make_config(args.dataset, args.recipe, parse_overrides(args.set))
     comps = build(cfg, device)
     model, code, info = comps.model.to(device), comps.code, comps.info
     res, b = cfg.data.resolution, cfg.train.batch_size
@@ -105,7 +105,7 @@ def main() -> None:
     with train_autocast(cfg.train, device):
         train_precision = "bf16 autocast" if torch.is_autocast_enabled(device.type) else "fp32"
     row = {
-        "profile": args.profile,
+        "recipe": args.recipe,
         "dataset": info.flag,
         "device": device_name(device),
         "parameters_M": f"{model.num_parameters() / 1e6:.3f}",

@@ -2,7 +2,7 @@
 
 Examples::
 
-    msflow train --dataset pneumoniamnist --profile cpu
+    msflow train --dataset pneumoniamnist --recipe cpu --set flow.lam=0.5
     msflow evaluate --run runs/pneumoniamnist-cpu
     msflow generate --run runs/pneumoniamnist-cpu --per-class 8 --out samples.png
     msflow data --dataset bloodmnist            # check (and with --download, fetch) a file
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from msflow import __version__
-from msflow.config import PROFILES, make_config, parse_overrides
+from msflow.config import RECIPES, make_config, parse_overrides
 from msflow.data import ENV_ROOT, DataError
 
 
@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a run (resumes an unfinished one)", description="Train MedSymmFlow on a MedMNIST dataset.")
     t.add_argument("--dataset", required=True, help="pneumoniamnist, bloodmnist, dermamnist, retinamnist, ...")
-    t.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="named settings (default: cpu)")
-    t.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<profile>)")
+    t.add_argument("--recipe", default="cpu", choices=list(RECIPES), help="named settings (default: cpu)")
+    t.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<recipe>)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE", help="override config fields, e.g. train.lr=1e-3")
     t.add_argument("--force", action="store_true", help="discard the run folder's contents and start afresh")
@@ -52,10 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--solver", default=None, help="euler, heun, midpoint, rk4 (default: the run's)")
     e.add_argument("--views", default=None, help="none, flips or dihedral: average the maps read off transformed copies "
                    "of each image (default: the run's, none as in the paper); recorded as eval_<split>_<views>.json")
-    e.add_argument("--choose-views", nargs="?", const="none,flips", default=None, metavar="OPTIONS",
-                   help="choose the views on the validation split among OPTIONS (default none,flips; none must come first), "
-                   "then evaluate the test split with them (recorded evaluations of the same settings are read, not recomputed); "
-                   "writes readout.json")
     _common(e)
 
     g = sub.add_parser("generate", help="generate images from class codes", description="Generate a grid of images per class.")
@@ -69,13 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="PNG path (default: <run>/samples.png)")
     g.add_argument("--device", default="auto")
 
-    n = sub.add_parser("ensemble", help="read the test split with an ensemble of seeds of one recipe",
-                       description="Average, pass by pass, the recorded label-map distances of runs trained alike with "
-                       "different seeds (each evaluated with --choose-views first), choose the ensemble's readout views on "
-                       "validation as for a run; writes eval_test.json and readout.json into --out.")
-    n.add_argument("--runs", nargs="+", required=True, help="the member run folders (two or more)")
-    n.add_argument("--out", required=True, help="folder for the ensemble's results files, e.g. results/<dataset>-cpu-ens")
-
     d = sub.add_parser("data", help="check, download or synthesise MedMNIST files", description="Check a MedMNIST file against its MD5.")
     d.add_argument("--dataset", required=True)
     d.add_argument("--size", type=int, default=28, choices=(28, 64, 128, 224))
@@ -88,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "evaluate": _evaluate, "generate": _generate, "ensemble": _ensemble, "data": _data}[args.command](args)
+        return {"train": _train, "evaluate": _evaluate, "generate": _generate, "data": _data}[args.command](args)
     except (DataError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"msflow {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -101,14 +90,14 @@ def _train(args) -> int:
     from msflow.runs import evaluate_run
     from msflow.train import train
 
-    cfg = make_config(args.dataset, args.profile, parse_overrides(args.set), seed=args.seed)
-    out = Path(args.out or f"runs/{cfg.data.dataset}-{args.profile}")
+    cfg = make_config(args.dataset, args.recipe, parse_overrides(args.set), seed=args.seed)
+    out = Path(args.out or f"runs/{cfg.data.dataset}-{args.recipe}")
     result = train(cfg, out, args.data_root, args.device, args.download, args.force)
     print(f"trained {result.steps} steps ({result.images_seen} images) in {result.train_seconds:.0f} s; "
           f"best validation accuracy {result.best['val_acc']:.4f} at step {result.best['step']} -> {out}")
     if not args.no_eval:
         _, record = evaluate_run(out, "test", data_root=args.data_root, device=args.device, download=args.download)
-        _print_metrics(record)
+        print_metrics(record)
     return 0
 
 
@@ -117,20 +106,9 @@ def _evaluate(args) -> int:
 
     over = {k: v for k, v in {"repeats": args.repeats, "steps": args.steps, "solver": args.solver, "views": args.views}.items()
             if v is not None}
-    if args.choose_views is not None:
-        from msflow.runs import choose_readout, parse_readout_options
-
-        if args.views is not None or args.split != "test" or args.checkpoint != "best":
-            raise ValueError("--choose-views picks the views on validation for the test split of the best checkpoint; "
-                             "drop --views, --split and --checkpoint")
-        # recorded evaluations of the same settings are read, never recomputed: the published single readout stays as it is
-        rec = choose_readout(args.run, parse_readout_options(args.choose_views), data_root=args.data_root, device=args.device, download=args.download, reuse=True)
-        _print_readout(rec, "validation")
-        print(f"-> {Path(args.run) / 'readout.json'}")
-        return 0
     _, record = evaluate_run(args.run, args.split, args.checkpoint, args.data_root, args.device, args.download, over,
                              reuse=args.reuse)
-    _print_metrics(record)
+    print_metrics(record)
     return 0
 
 
@@ -155,21 +133,6 @@ def _generate(args) -> int:
     return 0
 
 
-def _ensemble(args) -> int:
-    from msflow.results import read_json
-    from msflow.runs import ensemble_runs
-
-    _, record = ensemble_runs(args.runs, args.out)
-    for m in record["ensemble"]["members"]:
-        print(f"member {m['run']} (seed {m['seed']}): accuracy {m['acc']:.4f}, AUC (paper's) {m['auc_paper']:.4f}")
-    _print_metrics(record)
-    readout = read_json(Path(args.out) / "readout.json")
-    _print_readout(readout, "ensemble on validation")
-    files = dict.fromkeys(("eval_test.json", readout["test"]["file"], "readout.json"))
-    print("-> " + ", ".join(str(Path(args.out) / f) for f in files))
-    return 0
-
-
 def _data(args) -> int:
     from msflow.data import locate, write_synthetic
 
@@ -182,16 +145,8 @@ def _data(args) -> int:
     return 0
 
 
-def _print_readout(readout: dict, where: str) -> None:
-    """The readout views compared on validation (a ``readout.json``) and the test metrics of the chosen ones."""
-    for views, o in readout["options"].items():
-        print(f"{where}, views {views} ({o['views']}): accuracy {o['mean']['acc']:.4f} +- {o['std']['acc']:.4f}")
-    t = readout["test"]
-    print(f"chosen on validation: {readout['chosen']}; test accuracy {t['mean']['acc']:.4f} +- {t['std']['acc']:.4f}, "
-          f"AUC (paper's) {t['mean']['auc_paper']:.4f}")
-
-
-def _print_metrics(record: dict) -> None:
+def print_metrics(record: dict) -> None:
+    """An evaluation record's main metrics, mean +- std over its stochastic passes."""
     m = record["metrics"]
     keys = ("acc", "auc_paper", "auc_medmnist", "aurc", "ece")
     summary = {k: f"{m['mean'][k]:.4f} +- {m['std'][k]:.4f}" for k in keys}

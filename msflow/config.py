@@ -1,7 +1,7 @@
-"""Run configuration: frozen dataclasses whose defaults are the paper's recipe, and named profiles.
+"""Run configuration: frozen dataclasses whose defaults are the paper's recipe, and a few named recipes.
 
 Every field default is the reference setting of method.md section 7; every deviation is a named field
-whose default reproduces the reference. A *profile* is a named set of overrides on top of those
+whose default reproduces the reference. A *recipe* is a named set of overrides on top of those
 defaults, written as ``"section.field": value``. The resolved :class:`RunConfig` is stored in every
 checkpoint and results file, so a run can always be rebuilt and compared.
 """
@@ -169,7 +169,13 @@ class LatentConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a run; stored with every checkpoint and results file."""
+    """Everything that defines a run; stored with every checkpoint and results file.
+
+    Attributes:
+        recipe: the recipe the run started from (a key of ``RECIPES``); runs recorded before the study's experiments
+            became data files carry the name of their experiment here.
+        seed: seed of every random draw in the run.
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -177,7 +183,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     latent: LatentConfig = field(default_factory=LatentConfig)
-    profile: str = "paper"
+    recipe: str = "paper"
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,12 +192,17 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error.
+
+        Records written before recipes had their name call the field ``profile``: it is read as ``recipe``.
+        """
+        if "profile" in d and "recipe" not in d:
+            d = {("recipe" if k == "profile" else k): v for k, v in d.items()}
         return _build(cls, d, "")
 
 
-# Profiles: named overrides of the paper's defaults. Costs are measured figures where a device was
-# available to measure them; the README and the book's "reproducing" chapter list them.
+# Recipes: named overrides of the paper's defaults, a handful a user would pick. An experiment of the study is not a
+# recipe: it is an entry of a data file (a recipe or another run, plus overrides and a seed) outside this library.
 
 # Seconds on a laptop CPU: a tiny network on 16 x 16 inputs. For tests, CI and notebook smoke runs.
 _SMOKE: dict[str, Any] = {
@@ -213,37 +224,14 @@ _SMOKE: dict[str, Any] = {
     "eval.batch_size": 64,
 }
 
-# A budget reproduction on one GPU: a larger batch, fewer steps, and the deviations that pay off at
-# short horizons (EMA with warm-up, clipped gradients, more training times at t = 1).
-_GPU_BUDGET: dict[str, Any] = {
+# The deviations from the reference that pay off at short horizons: a larger peak learning rate with a short warm-up,
+# EMA with warm-up, clipped gradients and half of the training times at t = 1, where one-step classification reads.
+_BUDGET: dict[str, Any] = {
     "flow.t_one_frac": 0.5,
-    "train.batch_size": 256,
-    "train.max_steps": 6000,
     "train.lr": 1e-3,
     "train.warmup_frac": 0.05,
-    "train.ema_decay": 0.999,
     "train.ema_warmup": True,
     "train.grad_clip": 1.0,
-    "train.eval_every": 500,
-    "train.checkpoint_every": 1000,
-}
-
-# The network of the GPU runs: the reference architecture at half width (2.2 M parameters against the
-# reference's 9 M), so that a run trains several times faster and its fp16 checkpoint (4.5 MB) can be committed.
-_GPU_NET: dict[str, Any] = {"model.base_channels": 32}
-
-# The size of a quick CPU run: a 0.9 M-parameter UNet at the native 28 px, 1500 steps of batch 64.
-_CPU_SCALE: dict[str, Any] = {
-    "data.resolution": 28,
-    "model.base_channels": 16,
-    "model.channel_mult": (1, 2, 4),
-    "model.layers_per_block": 2,
-    "model.attention_resolutions": (),
-    "model.attention_head_dim": 32,
-    "model.norm_num_groups": 16,
-    "train.max_steps": 1500,
-    "train.eval_every": 250,
-    "train.checkpoint_every": 250,
 }
 
 # LatMSF as the reference runs it: 224 px through the SD VAE, latents 4 x 32 x 32, 128 base channels.
@@ -254,125 +242,44 @@ _LATENT: dict[str, Any] = {
     "model.base_channels": 128,
 }
 
-# The budget deviations of the CPU runs (as the GPU's, with the EMA decay of a shorter run).
-_CPU_BUDGET: dict[str, Any] = {
-    "flow.t_one_frac": 0.5,
-    "train.lr": 1e-3,
-    "train.warmup_frac": 0.05,
-    "train.ema_decay": 0.995,
-    "train.ema_warmup": True,
-    "train.grad_clip": 1.0,
-}
-
-PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": _SMOKE,
-    # A quick real run on 2 CPU cores: a 0.9 M-parameter UNet at the native 28 px, with the budget
-    # deviations that pay off at short horizons.
-    "cpu": {**_CPU_SCALE, **_CPU_BUDGET},
-    # The cpu recipe trained twice as long: how far more CPU time takes a dataset that is still improving.
-    "cpu-long": {**_CPU_SCALE, **_CPU_BUDGET, "train.max_steps": 3000},
-    # The same network and length with the reference's optimisation (uniform t, EMA 0.7, lr 4e-4, 10 %
-    # warm-up, no clipping): the reference-faithful run that "cpu" is compared against.
-    "cpu-reference": _CPU_SCALE,
-    # Single levers on the cpu recipe, each measured against it at equal images seen (method.md's reference
-    # values in brackets): the loss weight lam = 0.5, equal weight on image and label (0.7); the paper's
-    # 32 x 32 input instead of the native 28 x 28; batch 128 for half the steps (batch 64).
-    "cpu-lam05": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5},
-    # The loss weight one step further (lam = 0.3, the label loss weighted 0.7) at the cpu length: on RetinaMNIST,
-    # whose five grades the network tells apart worst, lam = 0.5 raised the test AUC over lam = 0.7.
-    "cpu-lam03": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.3},
-    # cpu-lam03 with its checkpoint selected by validation AUC instead of accuracy: RetinaMNIST's 120 validation
-    # images move the accuracy in steps of 0.8 points, and its runs' validation AUC kept rising after the step their
-    # accuracy selected (500 of 1500).
-    "cpu-lam03-auc": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.3, "train.select": "auc"},
-    # The width lever on the CPU: cpu-lam05 with 1.5 times the channels (24-48-96, 2.0 M parameters; GroupNorm in
-    # groups of 8, as 16 does not divide 24) at the same 1500 steps. The 0.9 M-parameter network underfits
-    # BloodMNIST; this measures what width buys per step, against cpu-lam05, at about twice the cost of a step.
-    "cpu-lam05-w24": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "model.base_channels": 24,
-                      "model.norm_num_groups": 8},
-    # The width lever trained twice as long (3000 steps, 192 k images): cpu-lam05-w24 reached 88.7 % validation
-    # accuracy on BloodMNIST at 1500 steps against cpu-lam05's 76.0 %, still rising when its schedule annealed.
-    "cpu-lam05-w24-x2": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "model.base_channels": 24,
-                         "model.norm_num_groups": 8, "train.max_steps": 3000},
-    # cpu-lam03-auc trained twice as long (3000 steps): on RetinaMNIST its validation AUC was still rising at the last
-    # step of 1500 on both seeds, and the selection by AUC picked that last step each time.
-    "cpu-lam03-auc-x2": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.3, "train.select": "auc",
-                         "train.max_steps": 3000},
-    # The width lever with the cpu recipe's loss weight (lam = 0.7): for PneumoniaMNIST, where the wider GPU networks
-    # rank its test images better (AUC 95.6 % with 9 M parameters against 91.6 % with cpu's 0.9 M) and lam = 0.5 lost.
-    "cpu-w24": {**_CPU_SCALE, **_CPU_BUDGET, "model.base_channels": 24, "model.norm_num_groups": 8},
-    # The width lever at four times cpu's length (6000 steps, 384 k images) for BloodMNIST: the 0.9 M-parameter network
-    # plateaus at about 95.7 % validation accuracy whatever its length (cpu-lam05-x6, -x8), and at 3000 steps the 2.0 M
-    # network was ahead of it (92.8 % against 90.0 %).
-    "cpu-lam05-w24-x4": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "model.base_channels": 24,
-                         "model.norm_num_groups": 8, "train.max_steps": 6000, "train.checkpoint_every": 500},
-    "cpu-32px": {**_CPU_SCALE, **_CPU_BUDGET, "data.resolution": 32},
-    # The best lever for the compute-bound BloodMNIST (lam = 0.5) trained six times as long as cpu (9000 steps,
-    # 576 k images): the long CPU run of a session without a GPU.
-    "cpu-lam05-x6": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "train.max_steps": 9000,
-                     "train.checkpoint_every": 500},
-    # The same recipe at 12000 steps (768 k images, eight times cpu): cpu-lam05-x6's validation accuracy was still
-    # rising when its cosine schedule annealed, so this measures what a third more length buys on BloodMNIST.
-    "cpu-lam05-x8": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "train.max_steps": 12000,
-                     "train.checkpoint_every": 500},
-    # One lever further along the loss weight: lam = 0.3 (the label loss weighted 0.7) at cpu-lam05-x6's length. The
-    # 0.9 M-parameter network underfits BloodMNIST (96.5 % on training images against 95.9 % on validation), so this
-    # measures whether moving more of its capacity to the labels keeps paying.
-    "cpu-lam03-x6": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.3, "train.max_steps": 9000,
-                     "train.checkpoint_every": 500},
-    # The class code lever: the cpu recipe with the class colours spread as far apart as the palette allows
-    # (three times the paper's smallest gap on RetinaMNIST, whose grades 1 to 4 the paper's code puts on one line).
-    "cpu-spread": {**_CPU_SCALE, **_CPU_BUDGET, "flow.code": "rgb-spread"},
-    # The regularisation lever for the datasets that peak early (PneumoniaMNIST, RetinaMNIST): the cpu recipe with
-    # dropout 0.1 in the residual blocks (the reference has none).
-    "cpu-drop": {**_CPU_SCALE, **_CPU_BUDGET, "model.dropout": 0.1},
-    # cpu-lam05 with its training steps in bfloat16 autocast on the CPU (train.cpu_bf16): the same network, batch and
-    # schedule, so against cpu-lam05 (and cpu-lam05-again) it measures what the faster step costs in accuracy at equal steps.
-    "cpu-lam05-bf16": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "train.cpu_bf16": True},
-    # cpu-lam05 trained again, unchanged, in the session of cpu-lam05-bf16: the fp32 side of that pair on one machine
-    # (CPU sessions' machines differ in speed), and a check of how closely a CPU run repeats its recorded curve.
-    "cpu-lam05-again": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5},
-    # The training-time lever one step further: cpu-lam05 with three quarters of the training times at t = 1 (the
-    # one-step classification's time) instead of half. The 0.9 M-parameter network underfits BloodMNIST (96.8 % on its
-    # training images with cpu-lam05-x8), so this measures whether more of each batch spent where the classifier reads
-    # pays at equal steps, against cpu-lam05 and cpu-lam05-again.
-    "cpu-lam05-t075": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "flow.t_one_frac": 0.75},
-    # Three levers of the issue not yet measured on the 0.9 M-parameter network, each cpu-lam05 but for one field, at
-    # cpu-lam05's 1500 steps and seed, so against cpu-lam05 and cpu-lam05-again they measure what each buys per step on
-    # BloodMNIST (which it underfits: 96.8 % on its training images with cpu-lam05-x8): twice the peak learning rate;
-    # a third residual block per level on the way down (depth); self-attention on the 14 x 14 feature maps, where the
-    # reference attends at 16 x 16 of its 32 px input (the cpu network attends only in the middle, at 7 x 7).
-    "cpu-lam05-lr2": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "train.lr": 2e-3},
-    "cpu-lam05-deep": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "model.layers_per_block": 3},
-    "cpu-lam05-att14": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "model.attention_resolutions": (14,)},
-    # The attention lever at cpu-lam05-x6's length (9000 steps): at 1500 steps cpu-lam05-att14 was the one of the three
-    # ahead at every validation from step 500 to the end (77.5 % against cpu-lam05's 76.0 %); this measures whether it
-    # lifts the plateau that length, width and the loss weight left at about 96 % validation accuracy, against cpu-lam05-x6.
-    "cpu-lam05-att14-x6": {**_CPU_SCALE, **_CPU_BUDGET, "flow.lam": 0.5, "model.attention_resolutions": (14,),
-                           "train.max_steps": 9000, "train.checkpoint_every": 500},
-    "cpu-b128": {**_CPU_SCALE, **_CPU_BUDGET, "train.batch_size": 128, "train.max_steps": 750,
-                 "train.eval_every": 125, "train.checkpoint_every": 125},
-    # The reference architecture at half width in bf16 on one GPU, with the budget deviations. The GPU
-    # session (scripts/gpu_session.py) fits train.max_steps to its time box.
-    "gpu": {**_GPU_NET, **_GPU_BUDGET, "eval.batch_size": 2000},
-    # The gpu recipe with the loss weight lam = 0.5, the lever that took BloodMNIST from 79 % to 95 % on the CPU
-    # (cpu-lam05-x6): for the GPU session's lever runs on BloodMNIST.
-    "gpu-lam05": {**_GPU_NET, **_GPU_BUDGET, "eval.batch_size": 2000, "flow.lam": 0.5},
-    # The gpu recipe trained longer: in the GPU session, its own command with three runs sharing the GPU instead
-    # of eight, so that the same time box fitted more steps; run alone, twice gpu's default length.
-    "gpu-long": {**_GPU_NET, **_GPU_BUDGET, "eval.batch_size": 2000, "train.max_steps": 12000},
-    # The budget recipe on the reference network at full width (9 M parameters): the width lever, measured
-    # against "gpu" on the same time box.
-    "gpu-wide": {**_GPU_BUDGET, "eval.batch_size": 2000},
-    # The same network with the reference's optimisation (uniform t, batch 64, EMA 0.7, lr 4e-4, 10 % warm-up,
-    # no clipping): the reference-faithful run that "gpu" is compared against, on the same time box.
-    "gpu-reference": {**_GPU_NET, "train.max_steps": 6000, "train.eval_every": 500, "eval.batch_size": 2000},
-    # The reference recipe of method.md section 7, at 32 x 32 (all defaults).
+RECIPES: dict[str, dict[str, Any]] = {
+    # The reference recipe of method.md section 7, at 32 x 32 (all defaults): 1000 epochs, hours on a GPU.
     "paper": {},
+    # A real run on two CPU cores in about a quarter of an hour: a 0.9 M-parameter UNet (16-32-64 channels) at the
+    # native 28 px, 1500 steps of batch 64, with the budget deviations.
+    "cpu": {
+        "data.resolution": 28,
+        "model.base_channels": 16,
+        "model.channel_mult": (1, 2, 4),
+        "model.layers_per_block": 2,
+        "model.attention_resolutions": (),
+        "model.attention_head_dim": 32,
+        "model.norm_num_groups": 16,
+        **_BUDGET,
+        "train.ema_decay": 0.995,
+        "train.max_steps": 1500,
+        "train.eval_every": 250,
+        "train.checkpoint_every": 250,
+    },
+    # One GPU: the reference network at half width (32-64 channels, 2.2 M parameters; 4.5 MB in fp16) at 32 px in
+    # bf16, batch 256 for 6000 steps, with the budget deviations.
+    "gpu": {
+        "model.base_channels": 32,
+        **_BUDGET,
+        "train.batch_size": 256,
+        "train.max_steps": 6000,
+        "train.ema_decay": 0.999,
+        "train.eval_every": 500,
+        "train.checkpoint_every": 1000,
+        "eval.batch_size": 2000,
+    },
+    # Seconds on a CPU: for tests, CI and the notebooks' smoke mode.
+    "smoke": _SMOKE,
     # LatMSF with the reference recipe: the only command the authors published.
     "latent-paper": _LATENT,
-    # LatMSF on a budget.
-    "latent-gpu": {**_LATENT, **_GPU_BUDGET, "eval.batch_size": 500},
+    # LatMSF on one GPU's budget.
+    "latent-gpu": {**_LATENT, **_BUDGET, "train.batch_size": 256, "train.max_steps": 6000, "train.ema_decay": 0.999,
+                   "train.eval_every": 500, "train.checkpoint_every": 1000, "eval.batch_size": 500},
     # Seconds on a CPU: the latent path end to end with a tiny random VAE on 64 px (synthetic) data.
     "latent-smoke": {**_SMOKE, "latent.enabled": True, "latent.vae": "tiny", "latent.image_size": 32, "data.size": 64},
 }
@@ -380,16 +287,16 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 def make_config(
     dataset: str,
-    profile: str = "paper",
+    recipe: str = "paper",
     overrides: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> RunConfig:
-    """Resolve a run's configuration from a dataset, a profile and extra overrides.
+    """Resolve a run's configuration from a dataset, a recipe and extra overrides.
 
     Args:
         dataset: MedMNIST flag or alias (validated by :func:`msflow.data.get_info`).
-        profile: a key of ``PROFILES``.
-        overrides: ``{"section.field": value}`` applied after the profile; values may be strings
+        recipe: a key of ``RECIPES``.
+        overrides: ``{"section.field": value}`` applied after the recipe; values may be strings
             (``"1e-3"``, ``"true"``, ``"16,32"``) as they come from a command line.
         seed: seed of every random draw in the run.
 
@@ -398,10 +305,10 @@ def make_config(
     """
     from msflow.data import get_info  # deferred: data imports medmnist
 
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
-    cfg = RunConfig(data=DataConfig(dataset=get_info(dataset).flag), profile=profile, seed=seed)
-    return apply_overrides(cfg, {**PROFILES[profile], **(overrides or {})})
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
+    cfg = RunConfig(data=DataConfig(dataset=get_info(dataset).flag), recipe=recipe, seed=seed)
+    return apply_overrides(cfg, {**RECIPES[recipe], **(overrides or {})})
 
 
 def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:

@@ -1,7 +1,8 @@
 """How close generated images are to real ones, in a feature space: Fréchet distance and k-NN precision/recall.
 
-Features come from an in-domain classifier trained in this pipeline (the ResNet-18 of
-:mod:`msflow.baselines`, its 512-d penultimate layer), since no Inception weights can be downloaded here.
+Features come from any feature network: the study uses an in-domain classifier trained in its pipeline (a ResNet-18's
+512-d penultimate layer), since no Inception weights could be downloaded where it ran; :func:`inception_features`
+gives the standard space where torchvision and its weights are at hand.
 The same measures for real training images are the floor that generated samples are read against.
 """
 

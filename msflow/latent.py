@@ -3,7 +3,7 @@
 Images (224 px, resized to 256) and the RGB class-code images are encoded by the Stable Diffusion VAE
 (``stabilityai/sd-vae-ft-mse``: 4 channels, factor 8, scaling 0.18215), so the network sees 4 + 4
 channels at 32 x 32. Classification decodes the predicted label latent back to RGB and applies the
-distance decoding of :class:`msflow.masks.RGBCode`; generation decodes the image latent.
+distance decoding of :class:`msflow.codes.RGBCode`; generation decodes the image latent.
 
 The VAE dominates the cost of a step, so the image posteriors (mean, log-variance) of a split are
 computed once and cached, and a latent is sampled from them at each step; the K class-code latents are
@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 from msflow.config import LatentConfig
 from msflow.data import Split
-from msflow.masks import ClassCode, RGBCode
-from msflow.results import torch_save
+from msflow.codes import ClassCode, RGBCode
+from msflow.files import torch_save
 
 SD_VAE = "stabilityai/sd-vae-ft-mse"
 STAND_INS = ("tiny", "sd-random")
@@ -128,7 +128,7 @@ class LatentCode(ClassCode):
     """The RGB class code, carried in latent space.
 
     Label maps are the scaled posterior means of the clean class-code images (computed once); a predicted
-    label latent is decoded to RGB and measured against the class colours as :class:`msflow.masks.RGBCode` does.
+    label latent is decoded to RGB and measured against the class colours as :class:`msflow.codes.RGBCode` does.
     """
 
     def __init__(self, codec: LatentCodec, num_classes: int, beta: float = 4.0):

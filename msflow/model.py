@@ -8,16 +8,19 @@ so ``t`` is rescaled here, once, and nowhere else.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from diffusers import UNet2DModel
 from torch import nn
 
-from msflow.config import ModelConfig, RunConfig
+from msflow.codes import ClassCode, make_code
+from msflow.config import ModelConfig, RunConfig, config_diff
 from msflow.data import DatasetInfo, get_info, to_model_input
-from msflow.masks import ClassCode, make_code
+from msflow.files import torch_save
 
 TIME_SCALE = 1000.0
 
@@ -134,3 +137,81 @@ def build(cfg: RunConfig, device: torch.device | str = "cpu") -> Components:
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+# Checkpoints: the weights with the config that built them, so that a checkpoint rebuilds its own network.
+
+CHECKPOINT_FORMAT = "msflow-weights/1"
+
+
+class ConfigMismatchError(ValueError):
+    """A checkpoint or run folder was made with another configuration than the one asked for."""
+
+
+def save_weights(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    cfg: RunConfig,
+    meta: dict[str, Any] | None = None,
+    half: bool = False,
+) -> None:
+    """Save a model's weights with its config and provenance.
+
+    Args:
+        half: store fp16 weights (half the size; for checkpoints that are committed and published).
+    """
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone() for k, v in model.state_dict().items()}
+    torch_save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "meta": meta or {}, "weights": state}, path)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model rebuilt from a checkpoint.
+
+    Attributes:
+        components: model (in eval mode, on the requested device), class code and dataset info.
+        config: the configuration it was trained with.
+        meta: what was saved beside the weights (step, validation metrics, provenance).
+    """
+
+    components: Components
+    config: RunConfig
+    meta: dict[str, Any]
+
+
+def load_weights(path: str | os.PathLike, device: torch.device | str = "cpu", expect: RunConfig | None = None) -> LoadedModel:
+    """Rebuild a model from :func:`save_weights` output.
+
+    Args:
+        expect: if given, the checkpoint's config must match it in data, model, flow and latent (the fields
+            that decide what the weights mean); otherwise :class:`ConfigMismatchError` lists the
+            differences.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; train the run first (msflow train) or check the path")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise ValueError(f"{path} is not a readable msflow checkpoint ({err}); delete it and train or download it again") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an msflow weights file (format {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt)!r}, expected {CHECKPOINT_FORMAT})")
+    cfg = RunConfig.from_dict(ckpt["config"])
+    if expect is not None:
+        check_compatible(cfg, expect, what=str(path))
+    comps = build(cfg, device)
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["weights"].items()}
+    comps.model.load_state_dict(weights)
+    comps.model.to(device).eval()
+    return LoadedModel(comps, cfg, ckpt.get("meta", {}))
+
+
+def check_compatible(found: RunConfig, expected: RunConfig, what: str, sections: tuple[str, ...] = ("data", "model", "flow", "latent")) -> None:
+    """Raise :class:`ConfigMismatchError` if the configs differ in ``sections``."""
+    diff = {k: v for k, v in config_diff(found, expected).items() if k.split(".")[0] in sections}
+    if diff:
+        lines = "; ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in diff.items())
+        raise ConfigMismatchError(
+            f"{what} was made with another configuration ({lines}). Use a new output folder, "
+            f"pass the matching recipe/overrides, or start afresh with --force."
+        )

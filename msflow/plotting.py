@@ -197,7 +197,7 @@ def plot_class_balance(counts: dict[str, Sequence[int]], labels: Sequence[str], 
 
 def plot_codes(num_classes: int, labels: Sequence[str], beta: float = 4.0, title: str = ""):
     """The 64-colour palette with each class's RGB colour marked, and the grayscale code's levels."""
-    from msflow.masks import GrayCode, class_palette_indices, palette
+    from msflow.codes import GrayCode, class_palette_indices, palette
 
     plt = _plt()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [1.3, 1]})

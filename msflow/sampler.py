@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from msflow.masks import ClassCode
+from msflow.codes import ClassCode
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``v(z, t)`` with ``z`` of shape ``(B, C, H, W)`` and ``t`` of shape ``(B,)``."""

@@ -26,13 +26,14 @@ import torch
 from tqdm.auto import tqdm
 
 from msflow import metrics
-from msflow.config import RunConfig, TrainConfig
+from msflow.config import RunConfig, TrainConfig, config_diff
 from msflow.data import load_split, random_flips, to_model_input, uses_flips
 from msflow.evaluate import predict
 from msflow.flow import flow_loss, sample_t
 from msflow.latent import posterior_cache
 from msflow.model import build
-from msflow.results import check_compatible, provenance, read_json, save_weights, torch_save, write_json
+from msflow.files import provenance, read_json, torch_save, write_json
+from msflow.model import check_compatible, save_weights
 
 STATE_FILE = "train_state.pt"
 
@@ -107,10 +108,8 @@ class TrainResult:
 def train_autocast(tc: TrainConfig, device: torch.device) -> torch.autocast:
     """The autocast of a training step: bfloat16 on CUDA when ``tc.bf16``, on the CPU when ``tc.cpu_bf16``, else off.
 
-    On the CPU, bfloat16 needs hardware support (AVX512-BF16 or AMX) to pay: on this study's two AMD EPYC cores it
-    took about 1.2 times as many training steps per second in the runs ``cpu-lam05-bf16`` and ``cpu-lam05-again``, and
-    1.1 to 1.35 times in ``benchmarks/throughput.py --set train.cpu_bf16=true``, whose figures on these shared machines
-    vary from one measurement to the next: time both settings back to back on yours.
+    On the CPU, bfloat16 needs hardware support (AVX512-BF16 or AMX) to pay; time both settings back to back on your
+    machine (``benchmarks/throughput.py --set train.cpu_bf16=true``), as the book's measurement of it was made.
     """
     on = tc.bf16 if device.type == "cuda" else tc.cpu_bf16 and device.type == "cpu"
     return torch.autocast("cuda" if device.type == "cuda" else "cpu", dtype=torch.bfloat16, enabled=on)
@@ -173,9 +172,9 @@ def train(
     # provenance of the code that runs: recorded when training starts, and again at every resume
     started, resumed = provenance(device), []
     state_path = run_dir / STATE_FILE
-    if (run_dir / "config.json").exists():
-        check_compatible(RunConfig.from_dict(read_json(run_dir / "config.json")), cfg, str(run_dir),
-                         sections=("data", "model", "flow", "latent", "train", "seed"))
+    recorded = RunConfig.from_dict(read_json(run_dir / "config.json")) if (run_dir / "config.json").exists() else None
+    if recorded is not None:
+        check_compatible(recorded, cfg, str(run_dir), sections=("data", "model", "flow", "latent", "train", "seed"))
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -184,7 +183,8 @@ def train(
         step, history, best, elapsed, running = (state[k] for k in ("step", "history", "best", "elapsed", "running"))
         resumed = state.get("resumed", []) + [{"step": step, **started}]  # absent from states written before it was recorded
         started = state.get("started", {"git_commit": "not recorded"})
-    write_json(run_dir / "config.json", cfg.to_dict())
+    if recorded is None or set(config_diff(recorded, cfg)) - {"recipe"}:  # a recorded run keeps its file as it is
+        write_json(run_dir / "config.json", cfg.to_dict())
     if (run_dir / "train.json").exists() and (run_dir / "best.pt").exists():
         done = read_json(run_dir / "train.json")
         if done["steps"] >= total:  # a finished run (its resumable state need not travel with it)

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The study in one command: set up .venv, execute the notebooks with papermill for the chosen datasets
-# and profile (default: PneumoniaMNIST with the `cpu` profile, about 15 minutes on a 2-core laptop),
-# then build the book into _build/html. Finished runs and executed notebooks are reused (--force
-# re-runs); a dataset whose data is missing is reported and skipped.
-#   bash scripts/study.sh [--profile cpu|gpu|paper|smoke] [--force] [--no-book] [dataset ...]
+# and run (default: PneumoniaMNIST with the `cpu` run), then build the book into _build/html
+# (python -m msflow_study run; its --help lists the options). Finished runs and executed notebooks are
+# reused (--force re-runs); a dataset whose data is missing is reported and skipped.
+#   bash scripts/study.sh [--name cpu|gpu|RUN] [--force] [--no-book] [dataset ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ -z "${MSFLOW_DATA:-}" ] && [ -d ../shared/data/medmnist ]; then
   MSFLOW_DATA=$(cd ../shared/data/medmnist && pwd); export MSFLOW_DATA
 fi
-exec .venv/bin/python scripts/study.py "$@"
+exec .venv/bin/python -m msflow_study run "$@"

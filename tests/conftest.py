@@ -42,3 +42,35 @@ def require_real(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not present: {path} (set MSFLOW_REAL_DATA to a folder holding it)")
     return REAL_ROOT
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory) -> Path:
+    """Synthetic files small enough for ResNet-18 on a CPU."""
+    root = tmp_path_factory.mktemp("small")
+    data.write_synthetic(root, "pneumoniamnist", 28, {"train": 48, "val": 24, "test": 24}, seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, small_root) -> Path:
+    """A trained smoke run of PneumoniaMNIST (``pneumoniamnist-smoke``) on ``small_root``."""
+    from msflow.config import make_config
+    from msflow.train import train
+
+    path = tmp_path_factory.mktemp("runs") / "pneumoniamnist-smoke"
+    train(make_config("pneumoniamnist", "smoke"), path, small_root, "cpu", progress=False)
+    return path
+
+
+@pytest.fixture
+def forbid(monkeypatch):
+    """``forbid(module, name)``: calling ``module.name`` fails the test (a recorded results file should be read instead)."""
+
+    def forbid_(module, name):
+        def fail(*args, **kwargs):
+            raise AssertionError(f"{name} was called: the recorded results file should have been read")
+
+        monkeypatch.setattr(module, name, fail)
+
+    return forbid_

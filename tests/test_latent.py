@@ -5,7 +5,7 @@ import torch
 
 from msflow import cli, data, latent
 from msflow.config import LatentConfig, make_config
-from msflow.masks import RGBCode
+from msflow.codes import RGBCode
 from msflow.model import build
 
 TINY = LatentConfig(enabled=True, vae="tiny", image_size=32)
@@ -98,7 +98,7 @@ def test_latent_end_to_end_train_evaluate_generate(root64, tmp_path, monkeypatch
     monkeypatch.setenv("MSFLOW_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
     common = ["--data-root", str(root64), "--device", "cpu"]
-    assert cli.main(["train", "--dataset", "pneumoniamnist", "--profile", "latent-smoke", "--out", str(run), *common]) == 0
+    assert cli.main(["train", "--dataset", "pneumoniamnist", "--recipe", "latent-smoke", "--out", str(run), *common]) == 0
     assert len(list((tmp_path / "cache").glob("pneumoniamnist-64-train-*.pt"))) == 1
     record = json.loads((run / "eval_test.json").read_text())
     assert record["config"]["latent"]["enabled"] and 0 <= record["metrics"]["mean"]["acc"] <= 1

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from msflow.masks import RGBCode
+from msflow.codes import RGBCode
 from msflow.sampler import SOLVERS, VIEWS, classify, generate, integrate, time_grid
 
 

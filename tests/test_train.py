@@ -7,7 +7,7 @@ import torch
 
 from msflow import cli, train as training
 from msflow.config import make_config
-from msflow.results import ConfigMismatchError, load_weights, save_weights
+from msflow.model import ConfigMismatchError, load_weights, save_weights
 from msflow.train import batch_indices, ema_decay_at, ema_update, epoch_permutation, lr_at
 
 
@@ -127,7 +127,7 @@ def test_train_autocast_follows_the_config():
     assert fp32.bf16 and not fp32.cpu_bf16  # bf16 alone leaves CPU training (and the recorded CPU runs) in fp32
     with training.train_autocast(fp32, cpu):
         assert layer(x).dtype == torch.float32
-    with training.train_autocast(make_config("bloodmnist", "cpu-lam05-bf16").train, cpu):
+    with training.train_autocast(make_config("bloodmnist", "cpu", {"train.cpu_bf16": True}).train, cpu):
         assert layer(x).dtype == torch.bfloat16
 
 
@@ -147,7 +147,7 @@ def test_training_learns_the_synthetic_task(tmp_path, synthetic_root, cpu_bf16):
 def test_end_to_end_cli_train_evaluate_generate(tmp_path, synthetic_root, capsys):
     run = tmp_path / "run"
     common = ["--data-root", str(synthetic_root), "--device", "cpu"]
-    assert cli.main(["train", "--dataset", "retinamnist", "--profile", "smoke", "--out", str(run), "--no-eval", *common]) == 0
+    assert cli.main(["train", "--dataset", "retinamnist", "--recipe", "smoke", "--out", str(run), "--no-eval", *common]) == 0
     assert cli.main(["evaluate", "--run", str(run), "--repeats", "3", "--steps", "2", "--solver", "heun", *common]) == 0
     record = json.loads((run / "eval_test.json").read_text())
     m = record["metrics"]
@@ -164,14 +164,6 @@ def test_end_to_end_cli_train_evaluate_generate(tmp_path, synthetic_root, capsys
     flips = json.loads((run / "eval_test_flips.json").read_text())
     assert flips["eval"]["views"] == "flips" and len(flips["metrics"]["per_pass"]) == 2
     assert json.loads((run / "eval_test.json").read_text())["eval"]["solver"] == "heun"  # the single readout's record stays
-    assert cli.main(["evaluate", "--run", str(run), "--choose-views", *common]) == 0
-    readout = json.loads((run / "readout.json").read_text())
-    assert set(readout["options"]) == {"none", "flips"} and readout["chosen"] in readout["options"]
-    assert f"chosen on validation: {readout['chosen']}" in capsys.readouterr().out
-    assert cli.main(["evaluate", "--run", str(run), "--choose-views", "--views", "flips", *common]) == 2
-    assert "--choose-views picks the views on validation" in capsys.readouterr().err
-    assert cli.main(["evaluate", "--run", str(run), "--choose-views", "flips,dihedral", *common]) == 2
-    assert "must start with the reference readout 'none'" in capsys.readouterr().err
     assert cli.main(["generate", "--run", str(run), "--per-class", "2", "--steps", "3", "--device", "cpu"]) == 0
     from PIL import Image
 
@@ -182,9 +174,9 @@ def test_end_to_end_cli_train_evaluate_generate(tmp_path, synthetic_root, capsys
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
-    assert cli.main(["train", "--dataset", "chestxray", "--profile", "smoke", "--out", str(tmp_path)]) == 2
+    assert cli.main(["train", "--dataset", "chestxray", "--recipe", "smoke", "--out", str(tmp_path)]) == 2
     assert "unknown dataset 'chestxray'" in capsys.readouterr().err
-    assert cli.main(["train", "--dataset", "dermamnist", "--profile", "smoke", "--out", str(tmp_path / "r"), "--data-root", str(tmp_path)]) == 2
+    assert cli.main(["train", "--dataset", "dermamnist", "--recipe", "smoke", "--out", str(tmp_path / "r"), "--data-root", str(tmp_path)]) == 2
     assert "dermamnist.npz" in capsys.readouterr().err
     assert cli.main(["evaluate", "--run", str(tmp_path / "nothing")]) == 2
     assert "train the run first" in capsys.readouterr().err

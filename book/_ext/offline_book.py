@@ -6,9 +6,9 @@
   modules and icon fonts from RequireJS module paths, which default to the page's own folder. A per-page
   ``require.config`` maps them to the local copy, so nothing is fetched from elsewhere or 404s.
 
-It also adds the role that puts a run's numbers into a chapter's prose without typing them: ``{run}`DATASET/PROFILE:FACT```
-pastes the fact that the dataset's recipes page (``executed/DATASET-recipes.ipynb``) glued as ``PROFILE__FACT``, read
-there from the run's results files by ``msflow.study.run_facts`` (for example ``{run}`bloodmnist/cpu-lam05-x6:acc```).
+It also adds the role that puts a run's numbers into a chapter's prose without typing them: ``{run}`DATASET/RUN:FACT```
+pastes the fact that the dataset's recipes page (``executed/DATASET-recipes.ipynb``) glued as ``RUN__FACT``, read
+there from the run's results files by ``msflow_study.report.run_facts`` (for example ``{run}`bloodmnist/cpu-lam05-x6:acc```).
 A fact that page did not glue is a build warning, so an error under ``-W``.
 """
 
@@ -41,7 +41,7 @@ def _fix_page_scripts(app, pagename, templatename, context, doctree):
 
 
 class RunFact(SphinxRole):
-    """``{run}`DATASET/PROFILE:FACT``` -> the text the recipes page of DATASET glued as ``PROFILE__FACT``."""
+    """``{run}`DATASET/RUN:FACT``` -> the text the recipes page of DATASET glued as ``RUN__FACT``."""
 
     def run(self):
         from myst_nb.ext.glue.utils import PendingGlueReferenceError, create_pending_glue_ref
@@ -51,16 +51,16 @@ class RunFact(SphinxRole):
             return [self.inliner.problematic(self.rawtext, self.rawtext, msg)], [msg]
 
         target, _, fact = self.text.rpartition(":")
-        dataset, _, profile = target.partition("/")
-        if not (dataset and profile and fact):
-            return error(f"{{run}} wants DATASET/PROFILE:FACT (e.g. bloodmnist/cpu-lam05-x6:acc), got {self.text!r}")
+        dataset, _, run = target.partition("/")
+        if not (dataset and run and fact):
+            return error(f"{{run}} wants DATASET/RUN:FACT (e.g. bloodmnist/cpu-lam05-x6:acc), got {self.text!r}")
         pages = sorted(d for d in self.env.found_docs if d.endswith(f"executed/{dataset}-recipes"))
         if not pages:
             return error(f"{{run}}`{self.text}`: no recipes page executed/{dataset}-recipes in the book "
                          f"(scripts/study.sh --compare ... -- {dataset} makes it)")
         try:
             ref = create_pending_glue_ref(self.inliner.document, self.get_source_info()[0], self.lineno,
-                                          f"/{pages[0]}.ipynb", f"{profile}__{fact}",
+                                          f"/{pages[0]}.ipynb", f"{run}__{fact}",
                                           inline=True, gtype="text", fmt_spec="s")
         except PendingGlueReferenceError as exc:
             return error(f"{{run}}`{self.text}`: {exc}")

@@ -1,0 +1,134 @@
+"""Plain file I/O for run folders: atomic writes, JSON and arrays, and the provenance every record carries.
+
+Everything is written atomically (to a temporary file in the same folder, then renamed), so an
+interrupted write never leaves a half file behind. A run folder holds::
+
+    config.json          the resolved RunConfig
+    train_state.pt       resumable training state (weights, EMA, optimiser, history)
+    best.pt, final.pt    EMA weights selected on validation / at the end of training (:mod:`msflow.model`)
+    train.json           training results: history, wall time, images seen, provenance
+    eval_<split>.json    evaluation results (metrics with mean and std), provenance
+    predictions_<split>.npz   per-image distances of every stochastic evaluation
+
+This module imports nothing else of msflow but its version, so every other module may use it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from msflow import __version__
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str:
+    """The current git commit of the msflow checkout (``-dirty`` if uncommitted changes), or ``unknown``.
+
+    A copy of the tree sent to another machine (a GPU machine, say) reports the commit named by
+    ``$MSFLOW_GIT_COMMIT``, suffixed ``(declared)``, whenever that variable is set.
+    """
+    cwd = Path(path) if path else Path(__file__).resolve().parent
+    declared = os.environ.get("MSFLOW_GIT_COMMIT")
+    if declared:  # declared wins: a copied tree may carry a stale git folder (the GPU session's did)
+        return f"{declared} (declared)"
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return f"{declared} (declared)" if declared else "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return f"{declared} (declared)" if declared else "unknown"
+
+
+def device_name(device: torch.device | str) -> str:
+    """A human-readable device name (GPU model, or CPU with its core count)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def provenance(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Where and with what a result was computed."""
+    import diffusers
+
+    return {
+        "msflow_version": __version__,
+        "git_commit": git_commit(),
+        "torch_version": str(torch.__version__),
+        "diffusers_version": diffusers.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device_name(device),
+        "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process's umask (os.umask can only set it)
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)`` then rename the result to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private (0600); a results file is an ordinary file
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write JSON (numpy scalars and arrays are converted)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1, default=_json_default)
+            f.write("\n")
+
+    atomic_write(path, write)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """Atomic ``torch.save``."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_predictions(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Atomically save named arrays (``.npz``)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")

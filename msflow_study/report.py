@@ -1,0 +1,425 @@
+"""The report helpers: the results tables, the prose and the ``{run}`` facts of the book, each read from results files."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Iterable, Iterator
+
+from msflow.data import STUDY_DATASETS, get_info
+from msflow.files import read_json
+
+from msflow_study.paper import PAPER_MODEL_28, TABLE1
+from msflow_study.registry import run_path, seed_runs
+
+
+def pct(mean: float, std: float | None = None, digits: int = 1) -> str:
+    """``0.8812, 0.004`` -> ``"88.1 ± 0.4"``."""
+    return f"{100 * mean:.{digits}f}" + (f" ± {100 * std:.{digits}f}" if std is not None else "")
+
+
+def readout_table(choice: dict[str, Any], reference: dict[str, Any]):
+    """The readout views compared on validation (``readout.json``), with the test metrics of the reference readout
+    (``reference``: the run's ``eval_test.json``) and of the chosen views; the others are not evaluated on test."""
+    import pandas as pd
+
+    rows = []
+    for views, o in choice["options"].items():
+        test = reference["metrics"] if views == reference["eval"].get("views", "none") else (
+            choice["test"] if views == choice["chosen"] else None)
+        rows.append({
+            "views": views, "network evaluations per image": o["views"] * reference["eval"]["steps"],
+            "validation ACC": pct(o["mean"]["acc"], o["std"]["acc"], 2),
+            "validation AUC (paper's)": pct(o["mean"]["auc_paper"], o["std"]["auc_paper"], 2),
+            "chosen": "yes" if views == choice["chosen"] else "",
+            "test ACC": pct(test["mean"]["acc"], test["std"]["acc"], 2) if test else "not evaluated",
+            "test AUC (paper's)": pct(test["mean"]["auc_paper"], test["std"]["auc_paper"], 2) if test else "not evaluated",
+            "test AUC (MedMNIST)": pct(test["mean"]["auc_medmnist"], test["std"]["auc_medmnist"], 2) if test else "not evaluated",
+        })
+    return pd.DataFrame(rows).set_index("views")
+
+
+def readout_prose(chosen: dict[str, dict[str, dict[str, Any]]], ours: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """One Markdown line per run whose readout views were chosen on validation (``{name: our_results(...,
+    readout=True)}``), against the same run's reference readout (``ours``)."""
+    lines = []
+    for name, runs in chosen.items():
+        for flag, rec in runs.items():
+            choice, ref = rec["readout"], ours.get(name, {}).get(flag)
+            val = {v: o["mean"]["acc"] for v, o in choice["options"].items()}
+            m = rec["metrics"]
+            line = (f"- **{get_info(flag).title}**, `{name}`: validation accuracy "
+                    + ", ".join(f"{pct(a, digits=2)} % with views {v}" for v, a in val.items())
+                    + f"; chosen: **{choice['chosen']}**, test accuracy {pct(m['mean']['acc'], m['std']['acc'], 2)} %, "
+                    f"AUC {pct(m['mean']['auc_paper'], m['std']['auc_paper'], 2)} % (paper's)")
+            if ref is not None and choice["chosen"] != "none":
+                r = ref["metrics"]
+                line += (f", against {pct(r['mean']['acc'], r['std']['acc'], 2)} % and "
+                         f"{pct(r['mean']['auc_paper'], r['std']['auc_paper'], 2)} % read once")
+            lines.append(line + ".")
+    return "\n".join(lines) if lines else "No run has its readout views chosen yet (`python -m msflow_study choose-views --run RUN`)."
+
+
+def results_table(ours: dict[str, dict[str, dict[str, Any]]], datasets: Iterable[str] = STUDY_DATASETS,
+                  missing: dict[str, str] | None = None):
+    """One row per model, one (AUC, ACC) column pair per dataset: our runs first (one row per name, as
+    ``{name: our_results(...)}``), then Table 1.
+
+    AUC is the paper's distance AUC for our rows, as in the paper's MedSymmFlow rows. Missing results
+    are shown as "not run", or as ``missing[name]`` says. Rows from the paper are labelled "paper, Table 1" (``msflow_study.paper.SOURCE_PAPER`` cites it).
+    """
+    import pandas as pd
+
+    datasets = [get_info(d).flag for d in datasets]
+    rows = []
+    for name, runs in ours.items():
+        row: dict[str, Any] = {"model": f"MedSymmFlow (28), ours, {name}", "source": "this study"}
+        for ds in datasets:
+            rec = runs.get(ds)
+            m = rec["metrics"] if rec else None
+            gap = (missing or {}).get(name, "not run")
+            row[(ds, "AUC")] = pct(m["mean"]["auc_paper"], m["std"]["auc_paper"]) if m else gap
+            row[(ds, "ACC")] = pct(m["mean"]["acc"], m["std"]["acc"]) if m else gap
+        rows.append(row)
+    for model, vals in TABLE1.items():
+        r: dict[str, Any] = {"model": model, "source": "paper, Table 1"}
+        for ds in datasets:
+            r[(ds, "AUC")], r[(ds, "ACC")] = (f"{v:.1f}" for v in vals[ds])
+        rows.append(r)
+    df = pd.DataFrame(rows).set_index(["model", "source"])
+    df.columns = pd.MultiIndex.from_tuples([(get_info(d).title, k) for d, k in df.columns])
+    return df
+
+
+def short_commit(commit: str | None) -> str:
+    """A recorded commit shortened to 12 hex digits, keeping what follows the hash (``-dirty``, `` (declared)``)."""
+    if not commit:
+        return "not recorded"
+    sha = commit[:40]
+    return sha[:12] + commit[40:] if all(c in "0123456789abcdef" for c in sha) and len(sha) == 40 else commit
+
+
+def runs_table(ours: dict[str, dict[str, dict[str, Any]]]):
+    """Provenance of each result (``{name: our_results(...)}``): training length, wall time, device, commit, data."""
+    import pandas as pd
+
+    rows = []
+    for name, runs in ours.items():
+        for ds, rec in runs.items():
+            t, prov = rec["training"], rec["provenance"]
+            rows.append({
+                "dataset": get_info(ds).title,
+                "run": name,
+                "parameters": f"{t['parameters'] / 1e6:.2f} M" if t.get("parameters") else "",
+                "steps": t["steps"],
+                "images seen": t["images_seen"],
+                "training, min": round(t["train_seconds"] / 60, 1),
+                "trained on": t["device"],
+                "trained at commit": short_commit(t.get("git_commit")),
+                "evaluated on": prov["device"],
+                "evaluated at commit": short_commit(prov["git_commit"]),
+                "data": "synthetic" if rec["dataset"]["synthetic"] else f"MedMNIST, MD5 {rec['dataset']['md5'][:8]}",
+            })
+    if not rows:
+        return pd.DataFrame({"dataset": [], "note": []})
+    return pd.DataFrame(rows).set_index(["dataset", "run"]).sort_index(level=0, sort_remaining=False)
+
+
+def seeds_table(runs_dir: str | os.PathLike, names: Iterable[str], datasets: Iterable[str] = STUDY_DATASETS):
+    """Test accuracy and AUC of each training seed of the runs ``names`` trained with more than one, and their mean with
+    the range over seeds; None if no run was. The ± of each seed's row is over stochastic passes of that one network."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for ds in datasets:
+        for name in names:
+            runs = seed_runs(runs_dir, ds, name)
+            if len(runs) < 2:
+                continue
+            means = []
+            for seed, run in runs.items():
+                m = read_json(run / "eval_test.json")["metrics"]
+                best = read_json(run / "train.json")["best"]["step"] if (run / "train.json").exists() else ""
+                means.append(m["mean"])
+                rows.append({"dataset": get_info(ds).title, "run": name, "seed": str(seed), "selected step": str(best),
+                             **{label: pct(m["mean"][key], m["std"][key], 2) for label, key in _SEED_METRICS}})
+            summary = {}
+            for label, key in _SEED_METRICS:
+                v = np.array([mean[key] for mean in means])
+                summary[label] = f"{pct(v.mean(), digits=2)} ({pct(v.min(), digits=2)} to {pct(v.max(), digits=2)})"
+            rows.append({"dataset": get_info(ds).title, "run": name, "seed": f"mean of {len(runs)} (range)",
+                         "selected step": "", **summary})
+    if not rows:
+        return None
+    return pd.DataFrame(rows).set_index(["dataset", "run", "seed"])
+
+
+_SEED_METRICS = (("ACC", "acc"), ("AUC, paper's", "auc_paper"), ("AUC, MedMNIST", "auc_medmnist"))
+
+
+def _recorded(runs_dir: str | os.PathLike, names: Iterable[str], filename: str, datasets: Iterable[str]) -> Iterator[tuple[str, str, dict]]:
+    """``(dataset title, run name, record)`` of each run that holds the results file ``filename``."""
+    names = list(names)
+    for ds in datasets:
+        for name in names:
+            path = run_path(runs_dir, ds, name) / filename
+            if path.exists():
+                yield get_info(ds).title, name, read_json(path)
+
+
+def uncertainty_overview(runs_dir: str | os.PathLike, names: Iterable[str], datasets: Iterable[str] = STUDY_DATASETS):
+    """The uncertainty targets per dataset and run, from each run's ``uncertainty.json`` (written by the
+    uncertainty notebook); None if no run has one."""
+    import pandas as pd
+
+    rows = []
+    for title, name, rec in _recorded(runs_dir, names, "uncertainty.json", datasets):
+        for c in rec["checks"]:
+            ref = c["reference"]
+            rows.append({"dataset": title, "run": name, "target": c["check"], "MedSymmFlow score": c["MedSymmFlow"],
+                         "ours": round(c["ours"], 4), "reference": "not measured" if ref is None or ref != ref else round(ref, 4),
+                         "met": c["met"],
+                         "baselines": f"{rec['settings']['ensemble']} ResNet-18, {rec['settings']['baseline_epochs']} epochs"})
+    return pd.DataFrame(rows).set_index(["dataset", "run", "target"]) if rows else None
+
+
+def generation_overview(runs_dir: str | os.PathLike, names: Iterable[str], datasets: Iterable[str] = STUDY_DATASETS):
+    """Generation at each run's own setting (the paper's 25 Euler steps unless the name says otherwise), from
+    ``generation.json``, per dataset and run; None if no run has one."""
+    import pandas as pd
+
+    rows = []
+    for title, name, rec in _recorded(runs_dir, names, "generation.json", datasets):
+        solver, nfe = rec["settings"]["key"]
+        key = next(r for r in rec["sweep"] if (r["solver"], r["nfe"]) == (solver, nfe))
+        cas = rec["cas"]
+        rows.append({
+            "dataset": title, "run": name, "setting": f"{solver}, {nfe} NFE",
+            "Fréchet distance": round(key["frechet"], 2),
+            "floor: validation split": f"{rec['floor']['val']['frechet']:.2f} ({rec['floor']['val']['n']} images)",
+            "training images, as many": round(rec["floor"]["frechet"], 2),
+            "precision": round(key["precision"], 3), "recall": round(key["recall"], 3),
+            "class fidelity": round(key["class_fidelity"], 3),
+            "CAS (generated)": round(cas["generated"], 3),
+            "same classifier, as many real": round(cas["real_same_n"], 3),
+            "CAS classifier": f"{cas['classifier']}, {cas['epochs']} epochs, {cas['n_generated']} images",
+            "images/s": f"{key['images_per_second']:.0f} ({rec['provenance']['device']})",
+            "samples per class": rec["settings"]["per_class"],
+        })
+    return pd.DataFrame(rows).set_index(["dataset", "run"]) if rows else None
+
+
+def results_prose(ours: dict[str, dict[str, dict[str, Any]]], datasets: Iterable[str] = STUDY_DATASETS) -> str:
+    """One Markdown line per dataset and run (``{name: our_results(...)}``), every number read from the
+    results files."""
+    lines = []
+    for ds in datasets:
+        info = get_info(ds)
+        auc, acc = TABLE1[PAPER_MODEL_28][info.flag]
+        found = {p: runs[info.flag] for p, runs in ours.items() if info.flag in runs}
+        if not found:
+            lines.append(f"- **{info.title}**: no run of {', '.join(f'`{p}`' for p in ours) or 'any run'} here yet.")
+            continue
+        lines.append(f"- **{info.title}** (paper: accuracy {acc:.1f} %, AUC {auc:.1f} %):")
+        for name, rec in found.items():
+            m, t = rec["metrics"], rec["training"]
+            lines.append(
+                f"  - `{name}`: accuracy {pct(m['mean']['acc'], m['std']['acc'])} %, "
+                f"AUC {pct(m['mean']['auc_paper'], m['std']['auc_paper'])} % by the paper's definition and "
+                f"{pct(m['mean']['auc_medmnist'], m['std']['auc_medmnist'])} % by the MedMNIST evaluator's, "
+                f"over {m['settings']['repeats']} stochastic passes, after {t['images_seen']:,} training images "
+                f"({t['train_seconds'] / 60:.1f} min on {t['device']})" + _ensemble_note(rec) + "."
+            )
+    return "\n".join(lines)
+
+
+def _ensemble_note(rec: dict[str, Any]) -> str:
+    """", the mean of 3 networks: seeds 0, 1, 2 of `cpu-w24`, ..." for an ensemble's record, else ""."""
+    if "ensemble" not in rec:
+        return ""
+    members = rec["ensemble"]["members"]
+    return (f", the mean of {len(members)} networks: seeds {', '.join(str(m['seed']) for m in members)} of "
+            f"`{members_run(rec)}` (images and minutes are their sum)")
+
+
+def run_facts(train: dict[str, Any], evaluation: dict[str, Any], readout: dict[str, Any] | None = None,
+              train_split: dict[str, Any] | None = None) -> dict[str, str]:
+    """One run's numbers as the book's prose quotes them, each formatted and read from its results files.
+
+    ``train``, ``evaluation``: the run's ``train.json`` and ``eval_test.json``; ``readout``: its ``readout.json`` if the
+    readout views were chosen on validation; ``train_split``: its ``eval_train.json`` if the training split was
+    evaluated. Test metrics have two decimals, validation metrics (one pass during training) one. Keys:
+    ``steps``, ``images``, ``minutes``, ``seconds``, ``steps_per_s``, ``device``, ``params`` (the network's parameter
+    count in millions, with its unit), ``select`` (the validation metric that
+    chose the checkpoint), ``step`` (the one it chose), ``best_val`` and ``best_val_auc`` (its validation accuracy and
+    AUC), ``val_<step>`` and ``val_auc_<step>`` for every validation point of training, ``acc``, ``acc_std``, ``auc``,
+    ``aucm`` (test: accuracy, AUC by the paper's definition and by the MedMNIST evaluator's), ``recall_<k>`` (test
+    recall of class ``k`` in the evaluation's first pass, whose confusion matrix is recorded), and where recorded
+    ``readout``, ``readout_acc``, ``readout_auc``, ``readout_aucm`` (the chosen views and their test metrics; the
+    views are ``none`` when a single read was kept) and ``train_acc``.
+    """
+    best = train["best"]
+    seconds = train["train_seconds"]
+    facts = {
+        "steps": f"{train['steps']}", "images": f"{train['images_seen']:,}", "minutes": f"{seconds / 60:.1f}",
+        "seconds": f"{seconds:.0f}", "steps_per_s": f"{train['steps'] / seconds:.1f}",
+        "device": train["provenance"]["device"], "params": f"{train['parameters'] / 1e6:.1f} M",
+        "select": {"acc": "accuracy", "auc": "AUC"}.get(train["config"]["train"].get("select", "acc"), "accuracy"),
+        "step": f"{best['step']}", "best_val": pct(best["val_acc"]), "best_val_auc": pct(best["val_auc"]),
+    } | _test_facts(evaluation)
+    for point in train["history"]:
+        if point.get("val_acc") is not None:
+            facts[f"val_{point['step']}"] = pct(point["val_acc"])
+            facts[f"val_auc_{point['step']}"] = pct(point["val_auc"])
+    facts |= _readout_facts(readout, evaluation)
+    if train_split is not None:
+        facts["train_acc"] = pct(train_split["metrics"]["mean"]["acc"])
+    return facts
+
+
+def _readout_facts(readout: dict[str, Any] | None, evaluation: dict[str, Any]) -> dict[str, str]:
+    """The readout facts of :func:`run_facts` (none without a ``readout.json``): ``readout``, ``readout_acc``,
+    ``readout_auc``, ``readout_aucm``, those of the single read (``evaluation``) where it was kept."""
+    if readout is None:
+        return {}
+    chosen = readout["test"]["mean"] if readout["chosen"] != "none" else evaluation["metrics"]["mean"]
+    return {"readout": readout["chosen"], "readout_acc": pct(chosen["acc"], digits=2),
+            "readout_auc": pct(chosen["auc_paper"], digits=2), "readout_aucm": pct(chosen["auc_medmnist"], digits=2)}
+
+
+def _test_facts(evaluation: dict[str, Any]) -> dict[str, str]:
+    """The test facts of :func:`run_facts`: ``acc``, ``acc_std``, ``auc``, ``aucm`` and ``recall_<k>``."""
+    m = evaluation["metrics"]["mean"]
+    facts = {"acc": pct(m["acc"], digits=2), "acc_std": pct(evaluation["metrics"]["std"]["acc"], digits=2),
+             "auc": pct(m["auc_paper"], digits=2), "aucm": pct(m["auc_medmnist"], digits=2)}
+    if evaluation["metrics"].get("confusion") is not None:
+        from msflow.metrics import recall_from_confusion
+
+        for k, recall in enumerate(recall_from_confusion(evaluation["metrics"]["confusion"])):
+            if recall is not None:
+                facts[f"recall_{k}"] = pct(recall)
+    return facts
+
+
+def ensemble_facts(evaluation: dict[str, Any], readout: dict[str, Any] | None = None) -> dict[str, str]:
+    """An ensemble's numbers (its ``eval_test.json`` and ``readout.json``, written by
+    :func:`msflow_study.protocol.ensemble_runs`) as the prose quotes them: the test and readout facts of :func:`run_facts`,
+    ``members`` (how many networks), ``seeds``, ``run`` (the run they are seeds of), and ``images``, ``minutes`` and ``params``
+    summed over the members."""
+    t, members = evaluation["training"], evaluation["ensemble"]["members"]
+    return ({"members": f"{len(members)}", "seeds": ", ".join(str(m["seed"]) for m in members),
+             "run": members_run(evaluation), "images": f"{t['images_seen']:,}",
+             "minutes": f"{t['train_seconds'] / 60:.1f}", "params": f"{t['parameters'] / 1e6:.1f} M"}
+            | _test_facts(evaluation) | _readout_facts(readout, evaluation))
+
+
+def recipes_prose(facts: dict[str, dict[str, str]]) -> str:
+    """One Markdown line per run (``{name: run_facts(...)}``): its length and cost, the checkpoint its validation
+    metric chose, its test metrics and, where recorded, its readout and training-split accuracy."""
+    lines = []
+    for name, f in facts.items():
+        line = (f"- `{name}`: {f['steps']} steps ({f['images']} images) in {f['minutes']} min on {f['device']} "
+                f"({f['steps_per_s']} steps/s); validation {f['select']} chose step {f['step']} "
+                f"({f['best_val']} % accuracy, {f['best_val_auc']} % AUC on validation); test: {f['acc']} ± {f['acc_std']} % "
+                f"accuracy, AUC {f['auc']} % by the paper's definition and {f['aucm']} % by the MedMNIST evaluator's")
+        if f.get("readout", "none") != "none":
+            line += (f"; with the {f['readout']} readout chosen on validation, {f['readout_acc']} % and "
+                     f"{f['readout_auc']} % ({f['readout_aucm']} %)")
+        elif "readout" in f:
+            line += "; a single read was kept on validation"
+        if "train_acc" in f:
+            line += f"; {f['train_acc']} % of the training split classified correctly"
+        lines.append(line + ".")
+    return "\n".join(lines) if lines else "No finished run to describe."
+
+
+def val_at_steps(facts: dict[str, dict[str, str]], every: int | None = None):
+    """Validation accuracy (%) of each run (rows) at the training steps that are multiples of ``every`` and at each
+    run's last step (columns); empty where a run has no validation point there. ``every`` defaults to 500 steps, or
+    a multiple of 500 that keeps the longest run to twelve columns or so."""
+    import math
+
+    import pandas as pd
+
+    points = {p: [int(k[4:]) for k in f if k.startswith("val_") and k[4:].isdigit()] for p, f in facts.items()}
+    steps = sorted({s for run in points.values() for s in run})
+    last = {max(run) for run in points.values() if run}
+    every = every or 500 * max(1, math.ceil(max(steps, default=0) / 6000))
+    cols = [s for s in steps if s % every == 0 or s in last]
+    return pd.DataFrame({s: {p: f.get(f"val_{s}", "") for p, f in facts.items()} for s in cols}).rename_axis(
+        columns="step")
+
+
+def confusion_prose(confusion, names: list[str], below: float = 0.5) -> str:
+    """A Markdown sentence on the classes whose recall is under ``below``, each with the class it is most often
+    taken for (rows of ``confusion`` = true class), or that every class reaches it."""
+    import numpy as np
+
+    from msflow.metrics import recall_from_confusion
+
+    m = np.asarray(confusion)
+    support = m.sum(axis=1)
+    weak = []
+    for k, (name, recall) in enumerate(zip(names, recall_from_confusion(m))):
+        if recall is None or recall >= below:
+            continue
+        others = m[k].copy()
+        others[k] = -1
+        j = int(others.argmax())
+        weak.append(f"{name} (recall {100 * recall:.1f} %; {100 * m[k, j] / support[k]:.1f} % of its "
+                    f"{support[k]:,} images are taken for {names[j]})")
+    if not weak:
+        return f"Every class has a recall of at least {100 * below:.0f} % in this pass."
+    return (f"Classes with a recall under {100 * below:.0f} % in this pass: " + "; ".join(weak) + ".")
+
+
+def members_run(evaluation: dict[str, Any]) -> str:
+    """The run whose seeds an ensemble's record reads together: its first member's name without the dataset and seed."""
+    first = evaluation["ensemble"]["members"][0]["run"]
+    return re.sub(r"-seed\d+$", "", first.partition("-")[2])
+
+
+README_START = "<!-- headline results: written by python -m msflow_study readme -->"
+"""The line before the README's headline table."""
+README_END = "<!-- end of headline results -->"
+"""The line after the README's headline table."""
+
+
+def headline_table(runs_dir: str | os.PathLike, ensemble: str = "cpu-ens", datasets: Iterable[str] = STUDY_DATASETS) -> str:
+    """The README's headline results as a Markdown table, every number read from the records: per dataset with a
+    recorded ``ensemble``, the paper's MedSymmFlow (28), one of our networks (mean ± standard deviation over the
+    ensemble's seeds, each read once), the seeds read together (with the readout views chosen on validation), the
+    MedMNIST ResNet-18 (28) and our training cost. Test accuracy / AUC (the paper's distance AUC for ours), in %."""
+    import numpy as np
+
+    rows = ["| dataset | paper: MedSymmFlow (28) | ours: one network, mean ± sd over seeds | ours: the seeds together "
+            "| ResNet-18 (28), MedMNIST | our training (all seeds) |", "|---|---|---|---|---|---|"]
+    for ds in datasets:
+        flag, title = get_info(ds).flag, get_info(ds).title
+        ens = run_path(runs_dir, flag, ensemble)
+        if not (ens / "eval_test.json").exists():
+            continue
+        record = read_json(ens / "eval_test.json")
+        chosen = (read_json(ens / "readout.json")["test"]["mean"] if (ens / "readout.json").exists()
+                  else record["metrics"]["mean"])
+        members = [read_json(run_path(runs_dir, flag, m["run"].partition("-")[2]) / "eval_test.json")["metrics"]["mean"]
+                   for m in record["ensemble"]["members"]]
+        one = {k: np.array([m[k] for m in members]) for k in ("acc", "auc_paper")}
+        auc, acc = TABLE1[PAPER_MODEL_28][flag]
+        r_auc, r_acc = TABLE1["ResNet-18 (28)"][flag]
+        t = record["training"]
+        rows.append(
+            f"| {title} | {acc:.1f} / {auc:.1f} "
+            f"| {pct(one['acc'].mean(), one['acc'].std(ddof=1))} / {pct(one['auc_paper'].mean(), one['auc_paper'].std(ddof=1))} "
+            f"({len(members)} seeds of `{members_run(record)}`) "
+            f"| {pct(chosen['acc'])} / {pct(chosen['auc_paper'])} | {r_acc:.1f} / {r_auc:.1f} "
+            f"| {len(members)} × {t['parameters'] / len(members) / 1e6:.1f} M parameters, {t['train_seconds'] / 60:.0f} min "
+            f"on {t['device'] or 'several machines'} |")
+    return "\n".join(rows)
+
+
+def readme_with_headline(text: str, table: str) -> str:
+    """``text`` (the README) with the block between :data:`README_START` and :data:`README_END` replaced by ``table``."""
+    start, end = text.index(README_START), text.index(README_END)
+    return text[:start + len(README_START)] + "\n" + table + "\n" + text[end:]

@@ -1,0 +1,44 @@
+"""The book's Sphinx extension: the {run} role pastes a run's numbers glued by a recipes page, and a fact that
+page did not glue is reported, never rendered as something else."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytest.importorskip("myst_nb")
+
+
+def _book(tmp_path: Path, prose: str) -> subprocess.CompletedProcess:
+    (tmp_path / "book" / "executed").mkdir(parents=True)
+    (tmp_path / "conf.py").write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'book' / '_ext')!r})\n"
+                                      "extensions = ['myst_nb', 'offline_book']\nnb_execution_mode = 'off'\n"
+                                      "exclude_patterns = ['_build']\n")
+    (tmp_path / "index.md").write_text("# Book\n\n```{toctree}\nbook/chapter\nbook/executed/bloodmnist-recipes\n```\n")
+    (tmp_path / "book" / "chapter.md").write_text(f"# Chapter\n\n{prose}\n")
+    cell = nbformat.v4.new_code_cell("glue(...)")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"text/plain": repr(value)},
+                                           metadata={"scrapbook": {"name": key, "mime_prefix": ""}})
+                    for key, value in {"cpu-lam05__acc": "95.59", "cpu-lam05__step": "8000"}.items()]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Recipes"), cell])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "book" / "executed" / "bloodmnist-recipes.ipynb")
+    return subprocess.run([sys.executable, "-m", "sphinx", "-q", "-b", "html", str(tmp_path), str(tmp_path / "_build")],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_run_role_pastes_the_glued_fact(tmp_path):
+    done = _book(tmp_path, "It reads {run}`bloodmnist/cpu-lam05:acc` % at step {run}`bloodmnist/cpu-lam05:step`.")
+    assert done.returncode == 0 and "WARNING" not in done.stderr and "ERROR" not in done.stderr, done.stderr
+    html = (tmp_path / "_build" / "book" / "chapter.html").read_text()
+    assert '<span class="pasted-text">95.59</span> % at step <span class="pasted-text">8000</span>' in html
+
+
+def test_run_role_reports_what_it_cannot_paste(tmp_path):
+    done = _book(tmp_path, "{run}`bloodmnist/cpu-x6:acc`, {run}`no-slash`, {run}`dermamnist/cpu:acc`.")
+    assert "Glue reference 'cpu-x6__acc' not found in doc 'book/executed/bloodmnist-recipes'" in done.stderr
+    assert "{run} wants DATASET/RUN:FACT" in done.stderr and "got 'no-slash'" in done.stderr
+    assert "no recipes page executed/dermamnist-recipes in the book" in done.stderr

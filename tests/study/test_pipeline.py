@@ -1,0 +1,95 @@
+"""The study's entry points: the notebook pipeline (its table of contents and arguments) and the GPU session's packing."""
+
+import os
+import tarfile
+
+import pytest
+import torch
+
+from msflow import train as training
+from msflow.config import make_config
+from msflow.model import ConfigMismatchError
+from msflow_study import gpu_session, pipeline, registry
+
+
+def test_recorded_config_of_a_time_boxed_run(tmp_path, small_root, capsys):
+    fitted = make_config("pneumoniamnist", "smoke", {"train.max_steps": 6, "train.eval_every": 3})
+    training.train(fitted, tmp_path / "pneumoniamnist-smoke", small_root, "cpu", progress=False)
+    asked = make_config("pneumoniamnist", "smoke")
+    assert registry.recorded_config(tmp_path / "pneumoniamnist-smoke", asked) == fitted
+    assert "train.max_steps = 6 (entry: 30)" in capsys.readouterr().out
+    # anything else recorded otherwise is another run: an error that names the fields, not a silent reuse
+    with pytest.raises(ConfigMismatchError, match=r"another configuration .*model.base_channels: 8 there, 16 asked"):
+        registry.recorded_config(tmp_path / "pneumoniamnist-smoke", make_config("pneumoniamnist", "cpu"))
+    assert registry.recorded_config(tmp_path / "missing", asked) is asked
+
+
+def test_gpu_session_packs_new_results_in_parts(tmp_path, run):
+    session = gpu_session
+    runs_dir = tmp_path / "results"
+    old = runs_dir / "old-run"
+    old.mkdir(parents=True)
+    (old / "eval_test.json").write_text("{}")
+    os.utime(old / "eval_test.json", (1, 1))  # written before the session: not packed
+    new = runs_dir / "pneumoniamnist-gpu"
+    new.mkdir()
+    for name in ("best.pt", "train.json", "train_state.pt"):
+        (new / name).write_bytes((run / name).read_bytes() if (run / name).exists() else b"x")
+    (new / "noise.bin").write_bytes(os.urandom(300_000))  # incompressible, to force several parts
+    log = tmp_path / "w.log"
+    log.write_text("worker log")
+    out = tmp_path / "out"
+    out.mkdir()
+    session.pack(out, runs_dir, [log], since=100.0, part_mb=0.1)
+    parts = sorted(out.iterdir())
+    assert len(parts) >= 3 and all(p.stat().st_size <= 0.1 * 1024 * 1024 for p in parts)
+    blob = tmp_path / "all.tar.gz"
+    blob.write_bytes(b"".join(p.read_bytes() for p in sorted(parts, key=lambda p: int(p.name.split("part")[1]))))
+    with tarfile.open(blob) as tar:
+        names = set(tar.getnames())
+    assert "results/pneumoniamnist-gpu/best.pt" in names and "logs/w.log" in names
+    assert "results/pneumoniamnist-gpu/train_state.pt" not in names and "results/old-run/eval_test.json" not in names
+    weights = torch.load(new / "best.pt", weights_only=False)["weights"]  # the packed checkpoint is fp16
+    assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    # a checkpoint too large to commit stays behind; the run's results files still come back
+    out2 = tmp_path / "out2"
+    out2.mkdir()
+    session.pack(out2, runs_dir, [], since=100.0, max_weights_mb=1e-3)
+    with tarfile.open(next(out2.iterdir())) as tar:
+        names = set(tar.getnames())
+    assert "results/pneumoniamnist-gpu/train.json" in names and "results/pneumoniamnist-gpu/best.pt" not in names
+
+
+def test_toc_lists_every_executed_run(tmp_path, monkeypatch):
+    module = pipeline
+    executed = tmp_path / "book" / "executed"
+    for page in ("pneumoniamnist-cpu/train", "pneumoniamnist-gpu/train", "pneumoniamnist-gpu/evaluate", "pneumoniamnist-recipes"):
+        (executed / page).parent.mkdir(parents=True, exist_ok=True)
+        (executed / f"{page}.ipynb").write_text("{}")
+    monkeypatch.setattr(module, "EXECUTED", executed)
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    module.write_toc("gpu")
+    toc = (tmp_path / "_toc.yml").read_text()
+    order = [toc.index(f"book/executed/{p}\n") for p in ("pneumoniamnist-gpu/train", "pneumoniamnist-gpu/evaluate",
+                                                           "pneumoniamnist-cpu/train", "pneumoniamnist-recipes")]
+    assert order == sorted(order) and 'title: "PneumoniaMNIST, cpu: train"' in toc
+    assert "bloodmnist" not in toc
+
+
+def test_study_notebook_params():
+    module = pipeline
+    assert module.notebook_params(["uncertainty.ensemble=1", "fidelity.solvers=euler,heun", "fidelity.inception=false"]) == {
+        "uncertainty": {"ensemble": 1}, "fidelity": {"solvers": "euler,heun", "inception": False}}
+    with pytest.raises(SystemExit, match="NOTEBOOK.NAME=VALUE"):
+        module.notebook_params(["ensemble=1"])
+
+
+def test_study_refuses_datasets_taken_for_compared_runs(monkeypatch):
+    module = pipeline
+    # argparse gives --compare every word after it, datasets included: the run must stop before executing anything
+    monkeypatch.setattr(module, "execute", lambda *a, **k: pytest.fail("nothing may be executed"))
+    with pytest.raises(SystemExit, match=r"--compare bloodmnist retinamnist: no such runs .* after -- that ends its list"):
+        module.main(["--no-book", "--compare", "cpu", "gpu", "bloodmnist", "retinamnist"])
+    # seeds and ensembles of the experiment files may be compared; a seed suffix does not make a dataset a run
+    with pytest.raises(SystemExit, match=r"--compare bloodmnist-seed1: no such runs"):
+        module.main(["--no-book", "--compare", "cpu-w24-seed1", "cpu-ens", "bloodmnist-seed1"])

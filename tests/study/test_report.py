@@ -1,0 +1,119 @@
+"""The report helpers: every number the book's prose and tables quote is read from the records."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from msflow_study import registry, report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _records(select="auc", chosen="flips"):
+    history = [{"step": 250, "images": 16000, "val_acc": 0.475, "val_auc": 0.708},
+               {"step": 300, "images": 19200, "loss": 0.4},  # a loss-only point has no validation facts
+               {"step": 500, "images": 32000, "val_acc": 0.5417, "val_auc": 0.7381},
+               {"step": 750, "images": 48000, "val_acc": 0.5333, "val_auc": 0.7520}]
+    train = {"steps": 750, "images_seen": 48000, "train_seconds": 300.0, "parameters": 906244, "history": history, "best": history[3],
+             "config": {"train": {"select": select}}, "provenance": {"device": "CPU (x86_64, 2 threads)"}}
+    metric = {"acc": 0.5195, "auc_paper": 0.72139, "auc_medmnist": 0.7243}
+    evaluation = {"metrics": {"mean": metric, "std": {"acc": 0.0043, "auc_paper": 0.01, "auc_medmnist": 0.01},
+                              "confusion": [[154, 80], [4, 386]]}}
+    readout = {"chosen": chosen, "test": {"mean": {"acc": 0.5235, "auc_paper": 0.6962, "auc_medmnist": 0.6986}}}
+    return train, evaluation, readout
+
+
+def test_run_facts_read_every_number_from_the_records():
+    train, evaluation, readout = _records()
+    f = report.run_facts(train, evaluation, readout, {"metrics": {"mean": {"acc": 0.965}}})
+    assert (f["steps"], f["images"], f["minutes"], f["seconds"], f["steps_per_s"]) == ("750", "48,000", "5.0", "300", "2.5")
+    assert f["params"] == "0.9 M"
+    assert (f["select"], f["step"], f["best_val"], f["best_val_auc"]) == ("AUC", "750", "53.3", "75.2")
+    assert (f["val_250"], f["val_auc_500"], f["val_750"]) == ("47.5", "73.8", "53.3") and "val_300" not in f
+    assert (f["acc"], f["acc_std"], f["auc"], f["aucm"]) == ("51.95", "0.43", "72.14", "72.43")
+    assert (f["readout"], f["readout_acc"], f["readout_auc"], f["readout_aucm"]) == ("flips", "52.35", "69.62", "69.86")
+    assert f["train_acc"] == "96.5"
+    assert (f["recall_0"], f["recall_1"]) == ("65.8", "99.0")  # 154 / 234 and 386 / 390, the first pass's rows
+    # a single read kept on validation: the readout facts are the single read's
+    f = report.run_facts(*_records(select="acc", chosen="none"))
+    assert (f["select"], f["readout"], f["readout_acc"]) == ("accuracy", "none", "51.95") and "train_acc" not in f
+
+
+def test_ensemble_facts_sum_the_members_and_quote_the_readout_chosen_for_the_ensemble():
+    _, evaluation, readout = _records()
+    members = [{"seed": 0, "run": "bloodmnist-cpu-lam05-x6"}, {"seed": 2, "run": "bloodmnist-cpu-lam05-x6-seed2"}]
+    evaluation |= {"training": {"images_seen": 96000, "train_seconds": 750.0, "parameters": 1812488},
+                   "ensemble": {"members": members}, "config": {"profile": "cpu-lam05-x6"}}
+    f = report.ensemble_facts(evaluation, readout)
+    assert (f["members"], f["seeds"], f["run"]) == ("2", "0, 2", "cpu-lam05-x6")  # the run the members are seeds of
+    assert (f["images"], f["minutes"], f["params"]) == ("96,000", "12.5", "1.8 M")
+    assert (f["acc"], f["auc"], f["recall_0"]) == ("51.95", "72.14", "65.8")
+    assert (f["readout"], f["readout_acc"], f["readout_auc"], f["readout_aucm"]) == ("flips", "52.35", "69.62", "69.86")
+    assert "readout" not in report.ensemble_facts(evaluation)  # no readout.json: no readout facts
+    assert report.ensemble_facts(evaluation, _records(chosen="none")[2])["readout_acc"] == "51.95"
+
+
+def test_recipes_prose_and_matched_steps_table():
+    train, evaluation, readout = _records()
+    facts = {"cpu-lam03-auc": report.run_facts(train, evaluation, readout),
+             "cpu": report.run_facts(*_records(select="acc", chosen="none"))}
+    prose = report.recipes_prose(facts).splitlines()
+    assert len(prose) == 2 and prose[0].startswith("- `cpu-lam03-auc`: 750 steps (48,000 images) in 5.0 min")
+    assert "validation AUC chose step 750" in prose[0] and "with the flips readout chosen on validation, 52.35 %" in prose[0]
+    assert "a single read was kept on validation" in prose[1]
+    table = report.val_at_steps(facts)
+    assert list(table.columns) == [500, 750]  # every 500 steps, and each run's last step
+    assert table.loc["cpu", 500] == "54.2" and table.loc["cpu-lam03-auc", 750] == "53.3"
+    assert report.recipes_prose({}) == "No finished run to describe."
+    long = {"x8": {f"val_{s}": "90.0" for s in range(250, 12001, 250)}}
+    assert list(report.val_at_steps(long).columns) == list(range(1000, 12001, 1000))  # twelve columns for 12000 steps
+
+
+def _seed_run(runs_dir: Path, name: str, seed: int, acc: float, auc: float, step: int) -> None:
+    run = runs_dir / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"seed": seed}))
+    (run / "train.json").write_text(json.dumps({"best": {"step": step}}))
+    metric = {"acc": acc, "auc_paper": auc, "auc_medmnist": auc + 0.01}
+    (run / "eval_test.json").write_text(json.dumps({"metrics": {"mean": metric, "std": {k: 0.001 for k in metric}}}))
+
+
+def test_seeds_table_lists_each_seed_and_their_mean_with_its_range(tmp_path):
+    _seed_run(tmp_path, "retinamnist-cpu-lam03-auc-x2", 0, 0.5315, 0.7305, 2500)
+    _seed_run(tmp_path, "retinamnist-cpu-lam03-auc-x2-seed1", 1, 0.5455, 0.7286, 3000)
+    _seed_run(tmp_path, "retinamnist-cpu-lam03-auc-x2-seed1-other", 2, 0.1, 0.1, 1)  # not a seed of this profile
+    _seed_run(tmp_path, "retinamnist-cpu", 0, 0.5, 0.7, 500)  # one seed only: no rows
+    assert list(registry.seed_runs(tmp_path, "retinamnist", "cpu-lam03-auc-x2")) == [0, 1]
+    table = report.seeds_table(tmp_path, ["cpu-lam03-auc-x2", "cpu"])
+    rows = table.loc[("RetinaMNIST", "cpu-lam03-auc-x2")]
+    assert list(rows.index) == ["0", "1", "mean of 2 (range)"]
+    assert rows.loc["1", "ACC"] == "54.55 ± 0.10" and rows.loc["1", "selected step"] == "3000"
+    assert rows.loc["mean of 2 (range)", "ACC"] == "53.85 (53.15 to 54.55)"
+    assert rows.loc["mean of 2 (range)", "AUC, paper's"] == "72.95 (72.86 to 73.05)"
+    assert rows.loc["mean of 2 (range)", "AUC, MedMNIST"] == "73.95 (73.86 to 74.05)"
+    assert report.seeds_table(tmp_path, ["cpu"]) is None
+    # a run folder named for one seed whose config records another seed's number is an error, not a silent duplicate
+    _seed_run(tmp_path, "retinamnist-cpu-seed1", 0, 0.5, 0.7, 500)
+    with pytest.raises(ValueError, match="both trained with seed 0; one of them is misnamed"):
+        registry.seed_runs(tmp_path, "retinamnist", "cpu")
+
+
+def test_results_page_editions(tmp_path):
+    for run in ("pneumoniamnist-cpu", "bloodmnist-gpu-long", "retinamnist-other"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "eval_test.json").write_text("{}")
+    # the asked profile first (even without runs), then the book's editions that have a finished run, in order
+    assert registry.editions(tmp_path, "gpu") == ["gpu", "gpu-long", "cpu"]
+    assert registry.editions(tmp_path, "cpu") == ["cpu", "gpu-long"]
+
+
+def test_the_readme_s_headline_table_is_the_records():
+    readme = (ROOT / "README.md").read_text()
+    table = report.headline_table(ROOT / "results")
+    assert report.readme_with_headline(readme, table) == readme, "run python -m msflow_study readme"
+    rows = table.splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| PneumoniaMNIST", "| BloodMNIST", "| RetinaMNIST"]
+    # the ensemble's number is its record's, to one decimal
+    blood = json.loads((ROOT / "results" / "bloodmnist-cpu-ens" / "eval_test.json").read_text())["metrics"]["mean"]
+    assert f"| {100 * blood['acc']:.1f} / {100 * blood['auc_paper']:.1f} |" in rows[1]
