@@ -15,6 +15,26 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+CODE_NAMES = ("rgb", "rgb-spread", "gray")
+"""The class codes of :data:`msflow.codes.CODES` (a test keeps the two lists equal)."""
+SOLVER_NAMES = ("euler", "midpoint", "heun", "rk4")
+"""The ODE solvers of :data:`msflow.sampler.SOLVERS`."""
+VIEW_NAMES = ("none", "flips", "dihedral")
+"""The readout views of :data:`msflow.sampler.VIEWS`."""
+
+
+def _check(section: Any, name: str, ok: bool, allowed: str) -> None:
+    """Raise a ValueError naming the field, its value and what is allowed, unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{_dotted(type(section), name)} = {getattr(section, name)!r} is not allowed: it must be {allowed}")
+
+
+def _dotted(cls: type, name: str) -> str:
+    """``TrainConfig, "lr"`` -> ``"train.lr"``, as overrides name a field."""
+    prefix = {"DataConfig": "data", "ModelConfig": "model", "FlowConfig": "flow", "TrainConfig": "train",
+              "EvalConfig": "eval", "LatentConfig": "latent"}.get(cls.__name__)
+    return f"{prefix}.{name}" if prefix else name
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -32,6 +52,10 @@ class DataConfig:
     size: int = 28
     resolution: int = 32
     augment: bool | None = None
+
+    def __post_init__(self) -> None:
+        _check(self, "size", self.size in (28, 64, 128, 224), "one of 28, 64, 128, 224 (the MedMNIST file sizes)")
+        _check(self, "resolution", self.resolution > 0, "a positive side in pixels")
 
 
 @dataclass(frozen=True)
@@ -56,6 +80,16 @@ class ModelConfig:
     norm_num_groups: int = 32
     dropout: float = 0.0
 
+    def __post_init__(self) -> None:
+        _check(self, "base_channels", self.base_channels > 0, "a positive number of channels")
+        _check(self, "channel_mult", len(self.channel_mult) > 0 and min(self.channel_mult) > 0,
+               "one or more positive multipliers, e.g. 1,2,2,2")
+        _check(self, "layers_per_block", self.layers_per_block > 0, "at least 1")
+        _check(self, "attention_resolutions", all(r > 0 for r in self.attention_resolutions), "positive sides, or none")
+        _check(self, "attention_head_dim", self.attention_head_dim > 0, "a positive number of channels")
+        _check(self, "norm_num_groups", self.norm_num_groups > 0, "at least 1")
+        _check(self, "dropout", 0 <= self.dropout < 1, "in [0, 1)")
+
 
 @dataclass(frozen=True)
 class FlowConfig:
@@ -76,6 +110,13 @@ class FlowConfig:
     sigma_min: float = 1e-4
     lam: float = 0.7
     t_one_frac: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self, "code", self.code in CODE_NAMES, f"one of {', '.join(CODE_NAMES)}")
+        _check(self, "beta", self.beta > 0, "positive")
+        _check(self, "sigma_min", 0 <= self.sigma_min < 1, "in [0, 1)")
+        _check(self, "lam", 0 <= self.lam <= 1, "in [0, 1] (the image loss's weight; the label loss gets 1 - lam)")
+        _check(self, "t_one_frac", 0 <= self.t_one_frac <= 1, "in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -118,6 +159,20 @@ class TrainConfig:
     select: str = "acc"
     checkpoint_every: int = 1000
 
+    def __post_init__(self) -> None:
+        _check(self, "batch_size", self.batch_size > 0, "at least 1")
+        _check(self, "lr", self.lr > 0, "positive")
+        _check(self, "weight_decay", self.weight_decay >= 0, "0 or more")
+        _check(self, "epochs", self.epochs > 0, "positive")
+        _check(self, "max_steps", self.max_steps >= 0, "0 (train for epochs) or a positive number of steps")
+        _check(self, "warmup_frac", 0 <= self.warmup_frac < 1, "in [0, 1)")
+        _check(self, "ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)")
+        _check(self, "grad_clip", self.grad_clip >= 0, "0 (off) or a positive norm")
+        _check(self, "eval_every", self.eval_every >= 0, "0 (at the end only) or a positive number of steps")
+        _check(self, "val_samples", self.val_samples >= 0, "0 (the whole split) or a positive number of images")
+        _check(self, "select", self.select in ("acc", "auc"), "acc or auc")
+        _check(self, "checkpoint_every", self.checkpoint_every > 0, "a positive number of steps")
+
     def total_steps(self, n_train: int) -> int:
         """Number of optimisation steps for a training split of ``n_train`` images."""
         if self.max_steps > 0:
@@ -148,6 +203,15 @@ class EvalConfig:
     batch_size: int = 500
     views: str = "none"
 
+    def __post_init__(self) -> None:
+        _check(self, "repeats", self.repeats > 0, "at least 1")
+        _check(self, "steps", self.steps > 0, "at least 1")
+        _check(self, "solver", self.solver in SOLVER_NAMES, f"one of {', '.join(SOLVER_NAMES)}")
+        _check(self, "gen_steps", self.gen_steps > 0, "at least 1")
+        _check(self, "gen_solver", self.gen_solver in SOLVER_NAMES, f"one of {', '.join(SOLVER_NAMES)}")
+        _check(self, "batch_size", self.batch_size > 0, "at least 1")
+        _check(self, "views", self.views in VIEW_NAMES, f"one of {', '.join(VIEW_NAMES)}")
+
 
 @dataclass(frozen=True)
 class LatentConfig:
@@ -165,6 +229,10 @@ class LatentConfig:
     vae: str = "stabilityai/sd-vae-ft-mse"
     scaling: float = 0.18215
     image_size: int = 256
+
+    def __post_init__(self) -> None:
+        _check(self, "scaling", self.scaling > 0, "positive")
+        _check(self, "image_size", self.image_size > 0, "a positive side in pixels")
 
 
 @dataclass(frozen=True)
@@ -185,6 +253,9 @@ class RunConfig:
     latent: LatentConfig = field(default_factory=LatentConfig)
     recipe: str = "paper"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self, "seed", self.seed >= 0, "a non-negative integer")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable nested dict (tuples become lists)."""
@@ -362,7 +433,7 @@ def _field_type(cls: type, name: str) -> Any:
     hints = typing.get_type_hints(cls)
     if name not in hints:
         names = [f.name for f in dataclasses.fields(cls)]
-        raise ValueError(f"{cls.__name__} has no field {name!r}; fields: {names}")
+        raise ValueError(f"{cls.__name__} has no field {name!r} (an override names it {_dotted(cls, name)}); fields: {names}")
     return hints[name]
 
 
@@ -382,19 +453,32 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
     if tp is bool:
         if isinstance(value, str):
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(f"{cls.__name__}.{name} expects a boolean, got {value!r}")
+                raise ValueError(f"{_dotted(cls, name)} expects true or false, got {value!r}")
             return value.lower() in ("true", "1", "yes")
         return bool(value)
     if tp is int:
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{cls.__name__}.{name} expects an integer, got {value!r}")
-        return int(float(value)) if isinstance(value, str) else int(value)
+        number = _number(cls, name, value, "an integer")
+        if not float(number).is_integer():
+            raise ValueError(f"{_dotted(cls, name)} expects an integer, got {value!r}")
+        return int(number)
     if tp is float:
-        return float(value)
+        return float(_number(cls, name, value, "a number"))
     if tp is str:
         return str(value)
     if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
         return _build(tp, value, f"{name}.")
+    return value
+
+
+def _number(cls: type, name: str, value: Any, what: str) -> float | int:
+    """``value`` as a number: a command-line string is parsed, a boolean is refused (True is not 1 step)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{_dotted(cls, name)} expects {what}, got {value!r}")
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value.lower() for c in ".en") else int(value)
+        except ValueError:
+            raise ValueError(f"{_dotted(cls, name)} expects {what}, got {value!r}") from None
     return value
 
 

@@ -231,7 +231,7 @@ def ensemble_runs(members: list[str | Path], out: str | Path,
 
 def _readout_settings(record: dict[str, Any]) -> EvalConfig:
     """A record's evaluation settings apart from the batch size and the views (older records lack newer fields)."""
-    return dataclasses.replace(EvalConfig(**record["eval"]), batch_size=0, views="none")
+    return dataclasses.replace(EvalConfig(**record["eval"]), batch_size=1, views="none")
 
 
 GENERATION_FILE = "generation.json"

@@ -59,9 +59,41 @@ def test_bad_overrides_are_explained():
         apply_overrides(RunConfig(), {"train.lr_max": 1})
     with pytest.raises(ValueError, match="unknown config section"):
         apply_overrides(RunConfig(), {"optim.lr": 1})
-    with pytest.raises(ValueError, match="expects a boolean"):
+    with pytest.raises(ValueError, match="train.bf16 expects true or false, got .maybe."):
         apply_overrides(RunConfig(), {"train.bf16": "maybe"})
     with pytest.raises(ValueError, match="section.field=value"):
         parse_overrides(["train.lr"])
     with pytest.raises(ValueError, match="unknown config fields"):
         RunConfig.from_dict({"data": {"dataset": "bloodmnist", "colour": 1}})
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.max_steps=1.5", r"train.max_steps expects an integer, got '1.5'"),
+    ("train.max_steps=true", r"train.max_steps expects an integer, got 'true'"),
+    ("train.batch_size=-5", r"train.batch_size = -5 is not allowed: it must be at least 1"),
+    ("flow.lam=2", r"flow.lam = 2.0 is not allowed: it must be in \[0, 1\]"),
+    ("eval.solver=foo", r"eval.solver = 'foo' is not allowed: it must be one of euler, midpoint, heun, rk4"),
+    ("eval.views=rot", r"eval.views = 'rot' is not allowed: it must be one of none, flips, dihedral"),
+    ("flow.code=hsv", r"flow.code = 'hsv' is not allowed: it must be one of rgb, rgb-spread, gray"),
+    ("train.lr=fast", r"train.lr expects a number, got 'fast'"),
+    ("train.select=loss", r"train.select = 'loss' is not allowed: it must be acc or auc"),
+    ("data.size=32", r"data.size = 32 is not allowed: it must be one of 28, 64, 128, 224"),
+    ("seed=-1", r"seed = -1 is not allowed"),
+])
+def test_a_config_that_cannot_be_right_is_refused_when_it_is_made(override, message):
+    # the error names the field, the value and what is allowed, before anything is trained or written
+    with pytest.raises(ValueError, match=message):
+        make_config("bloodmnist", "cpu", parse_overrides([override]))
+
+
+def test_strings_from_a_command_line_parse_exactly():
+    cfg = make_config("bloodmnist", "cpu", parse_overrides(["train.max_steps=1e3", "train.lr=2e-3", "train.batch_size=32"]))
+    assert (cfg.train.max_steps, cfg.train.lr, cfg.train.batch_size) == (1000, 2e-3, 32)
+
+
+def test_the_names_configs_allow_are_the_library_s():
+    from msflow.codes import CODES
+    from msflow.config import CODE_NAMES, SOLVER_NAMES, VIEW_NAMES
+    from msflow.sampler import SOLVERS, VIEWS
+
+    assert set(CODE_NAMES) == set(CODES) and set(SOLVER_NAMES) == set(SOLVERS) and set(VIEW_NAMES) == set(VIEWS)

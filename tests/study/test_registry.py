@@ -113,7 +113,7 @@ why = "A smoke run."
     ('question = "q"\n[runs.a]\nbase = "cpu"\ndatasets = ["bloodmnist"]\nwhy = "w"\nset = { "train.lr_max" = 1 }\n',
      r"bad.toml, run 'a': TrainConfig has no field 'lr_max'"),
     ('question = "q"\n[runs.a]\nbase = "cpu"\ndatasets = ["bloodmnist"]\nwhy = "w"\nset = { "train.ema_warmup" = "maybe" }\n',
-     r"bad.toml, run 'a': TrainConfig.ema_warmup expects a boolean"),
+     r"bad.toml, run 'a': train.ema_warmup expects true or false"),
     ('question = "q"\n[runs.a]\nbase = "cpu-huge"\ndatasets = ["bloodmnist"]\nwhy = "w"\n', r"bad.toml, run 'a': unknown base 'cpu-huge'"),
     ('question = "q"\n[runs.a]\nbase = "cpu"\ndatasets = ["bloodmnist"]\nwhy = "w"\nsteps = 3\n', r"bad.toml, run 'a': unknown keys \['steps'\]"),
     ('question = "q"\n[runs.a]\nbase = "cpu"\ndatasets = ["bloodmnist"]\n', r"bad.toml, run 'a' has no why"),
