@@ -15,6 +15,7 @@ This module imports nothing else of msflow but its version, so every other modul
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -22,7 +23,7 @@ import platform
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -104,9 +105,84 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, write)
 
 
+class RecordError(ValueError):
+    """A results file that cannot be read; the message names the file and how to recover."""
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """Read a JSON results file.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        RecordError: the file is damaged (truncated, not JSON); the message names it and says how to recover.
+    """
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        detail = f"{err.msg} at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else str(err)
+        raise RecordError(f"{path} is damaged (not valid JSON: {detail}); restore it with `git checkout -- {path}` if it is "
+                          "committed, or delete it so that it is computed again") from err
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is writing the run folder."""
+
+
+_HELD: dict[Path, tuple[Any, int]] = {}
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold the advisory lock of a run folder while the block writes it (``<run_dir>/.lock``, holding the writer's PID,
+    host and start time). Re-entrant within a process. The lock is the kernel's (``flock``): it goes with the process
+    that held it, so the lock file of a killed process is taken over, with a message.
+
+    Raises:
+        RunLockedError: another live process holds the lock; the message names it.
+    """
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _HELD:
+        handle, depth = _HELD[run_dir]
+        _HELD[run_dir] = (handle, depth + 1)
+        try:
+            yield
+        finally:
+            handle, depth = _HELD[run_dir]
+            _HELD[run_dir] = (handle, depth - 1)
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / ".lock"
+    handle = open(path, "a+")
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no advisory locks
+        fcntl = None
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunLockedError(f"{run_dir} is being written by {holder}; wait until it ends or stop it, "
+                                 "or write this run into another folder") from None
+    handle.seek(0)
+    previous = handle.read().strip()
+    if previous:
+        print(f"{run_dir}: took over the lock left by {previous}, which no longer holds it")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {platform.node()} since {_dt.datetime.now().isoformat(timespec='seconds')}\n")
+    handle.flush()
+    _HELD[run_dir] = (handle, 1)
+    try:
+        yield
+    finally:
+        _HELD.pop(run_dir, None)
+        handle.seek(0)
+        handle.truncate()  # an empty lock file: released cleanly
+        handle.close()
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:

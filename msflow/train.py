@@ -32,7 +32,7 @@ from msflow.evaluate import predict
 from msflow.flow import flow_loss, sample_t
 from msflow.latent import posterior_cache
 from msflow.model import build
-from msflow.files import provenance, read_json, torch_save, write_json
+from msflow.files import RecordError, provenance, read_json, run_lock, torch_save, write_json
 from msflow.model import check_compatible, save_weights
 
 STATE_FILE = "train_state.pt"
@@ -149,15 +149,25 @@ def train(
 
     Raises:
         ConfigMismatchError: ``run_dir`` holds a run of another configuration.
+        RunLockedError: another live process is writing ``run_dir``.
+        RecordError: its resumable state is damaged.
     """
     run_dir = Path(run_dir)
-    if force and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):  # a second process training into this folder gets an error naming the first
+        return _train(cfg, run_dir, data_root, device, download, force, progress, on_step)
+
+
+def _train(cfg: RunConfig, run_dir: Path, data_root, device, download: bool, force: bool, progress: bool,
+           on_step: Callable[[int], None] | None) -> TrainResult:
+    if force:
+        for child in run_dir.iterdir():
+            if child.name != ".lock":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    recorded = RunConfig.from_dict(read_json(run_dir / "config.json")) if (run_dir / "config.json").exists() else None
+    if recorded is not None:  # before anything is loaded or written
+        check_compatible(recorded, cfg, str(run_dir), sections=("data", "model", "flow", "latent", "train", "seed"))
     device = resolve_device(device)
     tc = cfg.train
-    if tc.select not in ("acc", "auc"):
-        raise ValueError(f"train.select must be 'acc' or 'auc', got {tc.select!r}")
 
     train_split = load_split(cfg.data.dataset, "train", cfg.data.size, data_root, download)
     val_split = load_split(cfg.data.dataset, "val", cfg.data.size, data_root, download)
@@ -172,11 +182,12 @@ def train(
     # provenance of the code that runs: recorded when training starts, and again at every resume
     started, resumed = provenance(device), []
     state_path = run_dir / STATE_FILE
-    recorded = RunConfig.from_dict(read_json(run_dir / "config.json")) if (run_dir / "config.json").exists() else None
-    if recorded is not None:
-        check_compatible(recorded, cfg, str(run_dir), sections=("data", "model", "flow", "latent", "train", "seed"))
     if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        try:
+            state = torch.load(state_path, map_location=device, weights_only=False)
+        except Exception as err:  # torch raises many types for a damaged file
+            raise RecordError(f"{state_path} is damaged ({type(err).__name__}: {str(err)[:200]}); delete it to train this run "
+                              "from step 0 again, or start afresh with --force") from err
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -229,17 +240,24 @@ def train(
             # which classes the run has learned to tell apart, and when (MSE on class codes learns some classes late)
             "val_recall": metrics.per_class_recall(p.pred, p.labels, val_split.info.num_classes),
         }
-        history.append(record)
         if not best or record[f"val_{tc.select}"] > best[f"val_{tc.select}"]:
-            best = record
+            # the weights first, then the record: an interrupt in between leaves a validation that a resume repeats
             save_weights(run_dir / "best.pt", ema, cfg, {"step": step, "val": record, "provenance": provenance(device)})
+            best = record
+        history.append(record)
+
+    def validation_due() -> bool:
+        return step > 0 and (step % eval_every == 0 or step == total)
 
     t_start = t_mark = time.perf_counter()
     if isinstance(running, torch.Tensor):
         running = float(running)
     bar = tqdm(total=total, initial=step, desc=f"train {cfg.data.dataset}", disable=not progress, unit="step")
+    stop = _Interrupts()
     try:
-        with _interrupt_as_keyboard():
+        with stop:
+            if validation_due() and (not history or history[-1]["step"] != step):
+                validate(running)  # the run was stopped during this step's validation: it is done now, as it would have been
             model.train()
             while step < total:
                 for group in opt.param_groups:
@@ -262,16 +280,17 @@ def train(
                 out.loss.backward()
                 if tc.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                opt.step()
-                ema_update(ema, model, ema_decay_at(step, tc.ema_decay, tc.ema_warmup))
-                step += 1
-                # the running loss stays on the device: reading it every step would stall the GPU queue
-                loss_t = out.loss.detach().float()
-                running = loss_t if running is None else 0.98 * torch.as_tensor(running, device=device) + 0.02 * loss_t
+                with stop.deferred():  # the weights, their EMA and the step counter change together or not at all
+                    opt.step()
+                    ema_update(ema, model, ema_decay_at(step, tc.ema_decay, tc.ema_warmup))
+                    step += 1
+                    # the running loss stays on the device: reading it every step would stall the GPU queue
+                    loss_t = out.loss.detach().float()
+                    running = loss_t if running is None else 0.98 * torch.as_tensor(running, device=device) + 0.02 * loss_t
                 if step % eval_every == 0 or step == total or step % tc.checkpoint_every == 0:
                     running = float(running)  # one host sync: the device has finished the steps timed since the last
                     elapsed["train"] += time.perf_counter() - t_mark
-                if step % eval_every == 0 or step == total:
+                if validation_due():
                     validate(running)
                     bar.set_postfix(loss=f"{running:.4f}", val_acc=f"{history[-1]['val_acc']:.3f}")
                 if step % tc.checkpoint_every == 0 or step == total:
@@ -324,21 +343,42 @@ def _images_seen(steps: int, n: int, batch_size: int) -> int:
     return epochs * n + min(rest * batch_size, n)
 
 
-@contextmanager
-def _interrupt_as_keyboard() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt while training (main thread only), so state is saved."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _Interrupts:
+    """While training (in the main thread), SIGINT and SIGTERM raise KeyboardInterrupt, so that the state is saved and the
+    run resumes where it stopped; inside :meth:`deferred` they wait until the block ends, so that an interrupted run
+    never saves a half-applied optimisation step. SIGKILL cannot be caught: the run resumes from its last checkpoint,
+    and the steps since are computed again, identically."""
 
-    def handler(signum, frame):
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.critical, self.pending, self.previous = False, None, {}
+
+    def _handler(self, signum, frame):
+        if self.critical:
+            self.pending = signum
+            return
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def __enter__(self) -> "_Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.critical = True
+        try:
+            yield
+        finally:
+            self.critical = False
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            raise KeyboardInterrupt(f"signal {signum}")
 
 
 def steps_for_budget(
@@ -376,5 +416,12 @@ def steps_for_budget(
     with tempfile.TemporaryDirectory(prefix="msflow-probe-") as scratch:
         train(probe, scratch, data_root, device, progress=False, on_step=on_step)
     per_step = (stamps[-1] - stamps[9]) / (len(stamps) - 10)
-    steps = max(round_to, int(seconds / per_step) // round_to * round_to)
-    return steps, per_step
+    return fit_steps(seconds, per_step, round_to), per_step
+
+
+def fit_steps(seconds: float, per_step: float, round_to: int = 100) -> int:
+    """The most steps of ``per_step`` seconds that fit in ``seconds``, rounded down to a multiple of ``round_to``, and
+    at least ``round_to``."""
+    if per_step <= 0:
+        raise ValueError(f"a step cannot take {per_step} s")
+    return max(round_to, int(seconds / per_step) // round_to * round_to)

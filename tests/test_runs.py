@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from msflow import files, runs, train as training
 from msflow.config import make_config
@@ -65,12 +66,19 @@ def test_finished_run_is_reused_without_its_state(tmp_path, small_root, monkeypa
     assert again.steps == done.steps == 4 and again.best == json.loads(json.dumps(done.best))
 
 
-def test_steps_for_budget_measures_and_rounds(small_root):
+def test_a_length_is_fitted_to_a_time_box_by_known_answers():
+    assert training.fit_steps(50, 0.3, 10) == 160  # 166.7 steps fit, rounded down to tens
+    assert training.fit_steps(50, 0.05, 100) == 1000
+    assert training.fit_steps(1e-6, 5.0, 10) == 10  # at least one unit, however slow the machine
+    with pytest.raises(ValueError, match="cannot take 0"):
+        training.fit_steps(50, 0.0)
+
+
+def test_steps_for_budget_measures_a_probe_and_fits_its_length(small_root):
+    # the measured time per step depends on the machine and its load: only what follows from it is asserted
     cfg = make_config("pneumoniamnist", "smoke")
-    steps, per_step = training.steps_for_budget(cfg, 1e-6, small_root, "cpu", probe_steps=3, round_to=10)
-    assert steps == 10 and per_step > 0  # at least one unit
-    steps, per_step = training.steps_for_budget(cfg, 1000 * 0.05, small_root, "cpu", probe_steps=3, round_to=10)
-    assert steps % 10 == 0 and steps == int(50 / per_step) // 10 * 10
+    steps, per_step = training.steps_for_budget(cfg, 50, small_root, "cpu", probe_steps=3, round_to=10)
+    assert per_step > 0 and steps == training.fit_steps(50, per_step, 10)
 
 
 def test_declared_commit_outside_a_checkout(tmp_path, monkeypatch):
@@ -85,3 +93,23 @@ def test_declared_commit_wins_inside_a_checkout(monkeypatch):
     assert not files.git_commit(ROOT).endswith("(declared)")
     monkeypatch.setenv("MSFLOW_GIT_COMMIT", "0123abc")
     assert files.git_commit(ROOT) == "0123abc (declared)"
+
+
+def test_a_damaged_record_is_an_error_that_names_the_file_and_the_way_back(tmp_path, small_root, capsys):
+    damaged = tmp_path / "eval_test.json"
+    damaged.write_text('{"metrics": {"mean": {"acc": 0.9')  # half written by something that is not msflow
+    with pytest.raises(files.RecordError, match=rf"{damaged} is damaged \(not valid JSON: .* at line 1\); restore it with "
+                                                rf"`git checkout -- {damaged}` .*or delete it"):
+        files.read_json(damaged)
+    cfg = make_config("pneumoniamnist", "smoke", {"train.max_steps": 4, "train.checkpoint_every": 2})
+    run = tmp_path / "run"
+    (run).mkdir()
+    (run / training.STATE_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(files.RecordError, match=rf"{run / training.STATE_FILE} is damaged .*start afresh with --force"):
+        training.train(cfg, run, small_root, "cpu", progress=False)
+    assert training.train(cfg, run, small_root, "cpu", progress=False, force=True).steps == 4  # as the message says
+    from msflow import cli
+
+    (run / "config.json").write_text("{")
+    assert cli.main(["train", "--dataset", "pneumoniamnist", "--recipe", "smoke", "--out", str(run), "--data-root", str(small_root)]) == 2
+    assert f"msflow train: error: {run / 'config.json'} is damaged" in capsys.readouterr().err
