@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": _train, "evaluate": _evaluate, "generate": _generate, "data": _data}[args.command](args)
-    except (DataError, ValueError, FileNotFoundError, RuntimeError) as err:
+    except (DataError, ValueError, OSError, RuntimeError) as err:
         print(f"msflow {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -269,6 +269,7 @@ def write_synthetic(
     size: int = 28,
     n_samples: dict[str, int] | None = None,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Write a synthetic file in the exact MedMNIST format, for tests and smoke runs.
 
@@ -282,14 +283,27 @@ def write_synthetic(
         size: image side (28, 64, 128 or 224).
         n_samples: split sizes; default 256 / 64 / 64.
         seed: seed of the content.
+        overwrite: replace a synthetic file of the same name that this function wrote.
 
     Returns:
         The path of the written ``.npz``.
+
+    Raises:
+        FileExistsError: the file exists and is not a synthetic one, whatever ``overwrite`` says (a real MedMNIST file
+            is never replaced), or is one and ``overwrite`` is off.
     """
     info = get_info(name)
     _check_size(size)
     n_samples = n_samples or {"train": 256, "val": 64, "test": 64}
     root = Path(root)
+    target = root / info.filename(size)
+    if target.exists():
+        synthetic = _read_manifest(root).get(target.name) == file_md5(target)
+        if not synthetic:
+            raise FileExistsError(f"{target} exists and is not a synthetic file (a real MedMNIST file, or another file): "
+                                  "a synthetic file never replaces it; write into another folder")
+        if not overwrite:
+            raise FileExistsError(f"{target} exists (a synthetic file); write into another folder, or delete it first")
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     k_total = info.num_classes

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"list": _list, "train": _train, "choose-views": _choose_views, "ensemble": _ensemble,
                 "migrate": _migrate, "readme": _readme}[args.command](args)
-    except (ExperimentError, DataError, ValueError, FileNotFoundError) as err:
+    except (ExperimentError, DataError, ValueError, OSError, RuntimeError) as err:
         print(f"msflow_study {args.command}: error: {err}", file=sys.stderr)
         return 2
 

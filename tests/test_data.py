@@ -130,3 +130,21 @@ def test_real_files_verify_and_load(name):
         assert len(s) == info.n_samples[split]
         assert s.images.shape[1:] == (info.channels, 28, 28)
         assert set(s.labels.unique().tolist()) == set(range(info.num_classes))
+
+
+def test_a_synthetic_file_never_replaces_another_file(tmp_path, capsys):
+    real = tmp_path / "pneumoniamnist.npz"
+    real.write_bytes(b"a real file, say")  # not in the synthetic manifest
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="is not a synthetic file .*never replaces it"):
+            data.write_synthetic(tmp_path, "pneumoniamnist", overwrite=overwrite)
+    assert real.read_bytes() == b"a real file, say"
+    other = tmp_path / "other"
+    first = data.write_synthetic(other, "pneumoniamnist", seed=1).read_bytes()
+    with pytest.raises(FileExistsError, match="exists .a synthetic file.; write into another folder"):
+        data.write_synthetic(other, "pneumoniamnist", seed=2)
+    assert data.write_synthetic(other, "pneumoniamnist", seed=2, overwrite=True).read_bytes() != first
+    from msflow import cli
+
+    assert cli.main(["data", "--synthetic", str(tmp_path), "--dataset", "pneumoniamnist"]) == 2
+    assert "never replaces it" in capsys.readouterr().err and real.read_bytes() == b"a real file, say"
