@@ -11,6 +11,7 @@ missing is reported and skipped; the summary page then says which results are mi
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -21,8 +22,8 @@ import papermill as pm
 
 from msflow.data import STUDY_DATASETS, get_info
 from msflow_study.executor import execute_notebook
-from msflow_study.experiments import ExperimentError, load
-from msflow_study.registry import data_status, editions, run_config, run_path
+from msflow_study.experiments import load
+from msflow_study.registry import EDITIONS, data_status, editions, run_config, run_path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -60,47 +61,101 @@ parts:
 QUICK_CELL_TIMEOUT = 600  # seconds, for the pages that read runs (recipes, summary, explore): their cells take seconds to a minute
 # once the runs exist (the explorer's first cell trains a quick run of a few minutes when there is none)
 
+WORK = ROOT / ".msflow-study"
+"""Where pages are executed before they replace their committed copy, and where a failed page's partial notebook is
+kept (``failed/``); ignored by git."""
 
-def execute(name: str, out: Path, params: dict, force: bool, log: list[str], cell_timeout: int | None = None) -> bool:
-    """Execute ``notebooks/<name>.ipynb`` into ``out`` unless it exists; True if it succeeded or existed.
 
-    ``cell_timeout``: see :func:`msflow_study.executor.execute_notebook` (quick notebooks only)."""
+def execute(name: str, out: Path, params: dict, force: bool, log: list[str], cell_timeout: int | None = None) -> bool | None:
+    """Execute ``notebooks/<name>.ipynb`` into ``out`` unless it exists and ``force`` is off.
+
+    The page is executed into :data:`WORK` and replaces ``out`` only when it succeeded and differs from it in more than
+    its execution times and widget ids: a committed page is never lost to a failure, nor rewritten to the same content.
+    A failed page's partial notebook is kept in ``.msflow-study/failed/``, and the log says where.
+
+    Returns:
+        None if ``out`` was reused, True if it was executed, False if it failed. ``cell_timeout``: see
+        :func:`msflow_study.executor.execute_notebook` (quick notebooks only).
+    """
     if out.exists() and not force:
         log.append(f"reused {out.relative_to(ROOT)}")
-        return True
-    out.parent.mkdir(parents=True, exist_ok=True)
+        return None
+    rel = out.relative_to(EXECUTED)
+    scratch = WORK / "executing" / rel
+    scratch.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     print(f"study: executing {name} -> {out.relative_to(ROOT)} with {params}", flush=True)
     try:
-        execute_notebook(NOTEBOOKS / f"{name}.ipynb", out, params, NOTEBOOKS, cell_timeout, progress_bar=True,
+        execute_notebook(NOTEBOOKS / f"{name}.ipynb", scratch, params, NOTEBOOKS, cell_timeout, progress_bar=True,
                          say=lambda line: print(f"study: {line}", flush=True))
     except Exception as err:  # noqa: BLE001 - a failed page (or a dead kernel) must not stop the other datasets
-        # the partial notebook is kept for inspection, outside the book, so that a later run executes it again
-        kept = ROOT / "_build" / "failed" / out.relative_to(EXECUTED)
+        kept = WORK / "failed" / rel
         kept.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            out.replace(kept)
+        if scratch.exists():
+            scratch.replace(kept)
         reason = f"{err.ename}: {err.evalue}" if isinstance(err, pm.PapermillExecutionError) else f"{type(err).__name__}: {err}"
-        log.append(f"FAILED {name} {params}: {reason} (partial notebook kept in {kept.relative_to(ROOT)})")
+        left = "its committed copy is kept" if out.exists() else "the book has no such page"
+        log.append(f"FAILED {name} {params}: {reason} (partial notebook in {kept.relative_to(ROOT)}; {left})")
         return False
-    log.append(f"executed {out.relative_to(ROOT)} in {time.time() - t0:.0f} s")
+    if out.exists() and same_page(scratch.read_text(), out.read_text()):
+        scratch.unlink()
+        log.append(f"executed {out.relative_to(ROOT)} in {time.time() - t0:.0f} s: the same page as before, kept as it was")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        scratch.replace(out)
+        log.append(f"executed {out.relative_to(ROOT)} in {time.time() - t0:.0f} s")
     return True
 
 
-def write_toc(name: str) -> None:
-    """List the executed pages under the results chapter: per dataset, the pages of run ``name`` and then of
-    every other run executed here (``book/executed/<flag>-<run>/``), then its recipe comparison."""
+def same_page(a: str, b: str) -> bool:
+    """Whether two executed notebooks differ only in what changes at every execution: papermill's and the kernel's
+    times, and the ids of widget models (a new random id for each widget)."""
+    return _normalised(a) == _normalised(b)
+
+
+def _normalised(text: str):
+    import json
+    import re
+
+    ids: dict[str, str] = {}
+    text = re.sub(r"\b[0-9a-f]{32}\b", lambda m: ids.setdefault(m.group(0), f"id{len(ids)}"), text)
+    nb = json.loads(text)
+    volatile = ("start_time", "end_time", "duration", "execution", "iopub.execute_input", "iopub.status.busy",
+                "iopub.status.idle", "shell.execute_reply")
+
+    def clean(meta: dict) -> dict:
+        meta = {k: v for k, v in meta.items() if k not in volatile}
+        if isinstance(meta.get("papermill"), dict):
+            meta["papermill"] = {k: v for k, v in meta["papermill"].items() if k not in volatile}
+        return meta
+
+    nb["metadata"] = clean(nb.get("metadata", {}))
+    for cell in nb.get("cells", []):
+        cell["metadata"] = clean(cell.get("metadata", {}))
+        cell.pop("execution_count", None)
+    return nb
+
+
+def write_toc() -> bool:
+    """List the executed pages under the results chapter: per dataset, the pages of every run executed here
+    (``book/executed/<flag>-<run>/``), the book's editions first in their order (:data:`~msflow_study.registry.EDITIONS`),
+    then its recipe comparison. The file is rewritten only when its content changes; True if it was."""
     entries = []
     for ds in STUDY_DATASETS:
         info = get_info(ds)
         done = sorted(f.name[len(info.flag) + 1:] for f in EXECUTED.glob(f"{info.flag}-*") if f.is_dir())
-        names = [name] + [p for p in done if p != name]
+        names = [e for e in EDITIONS if e in done] + [p for p in done if p not in EDITIONS]
         pages = [(f"{info.flag}-{p}/{stage}", f"{info.title}, {p}: {TITLES.get(stage, stage)}")
                  for p in names for stage in STAGES + EXTRAS]
         pages.append((f"{info.flag}-recipes", f"{info.title}: recipes compared"))
         entries += [f"          - file: book/executed/{page}\n            title: \"{title}\""
                     for page, title in pages if (EXECUTED / f"{page}.ipynb").exists()]
-    (ROOT / "_toc.yml").write_text(TOC_HEAD.format(runs="\n".join(entries)).replace("        sections:\n\n", "\n"))
+    toc = TOC_HEAD.format(runs="\n".join(entries)).replace("        sections:\n\n", "\n")
+    path = ROOT / "_toc.yml"
+    if path.exists() and path.read_text() == toc:
+        return False
+    path.write_text(toc)
+    return True
 
 
 def notebook_params(items: list[str]) -> dict[str, dict]:
@@ -130,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: cpu)")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-root", default="", help="MedMNIST folder (default: $MSFLOW_DATA, else ~/.medmnist)")
-    p.add_argument("--force", action="store_true", help="re-execute notebooks and retrain runs")
+    p.add_argument("--download", action="store_true", help="download the datasets' missing MedMNIST files (needs internet)")
+    p.add_argument("--force", action="store_true", help="retrain the run and re-execute its pages: replaces its recorded "
+                   "results (git restores the committed ones)")
+    p.add_argument("--strict", action="store_true", help="a dataset whose data is missing is an error (exit 1), not a skip")
     p.add_argument("--no-book", action="store_true", help="skip building the book")
     p.add_argument("--compare", nargs="*", default=[], metavar="RUN",
                    help="also compare these runs per dataset (time to accuracy), e.g. cpu-reference cpu: entries of "
@@ -142,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     extra = notebook_params(args.param)
     from msflow.config import RECIPES
+    from msflow.data import DataError, locate
 
     experiments = load()
     known = set(experiments.runs) | set(experiments.ensembles) | set(RECIPES)
@@ -149,41 +208,76 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:  # datasets after --compare are taken for runs: say so rather than compare nothing
         raise SystemExit(f"study: --compare {' '.join(unknown)}: no such runs in experiments/*.toml, nor recipes; "
                          "datasets go before --compare, or after -- that ends its list")
+    sizes = {}
+    for ds in args.datasets:  # every argument is checked before anything runs
+        try:
+            flag = get_info(ds).flag
+            sizes[flag] = run_config(args.name, flag, experiments=experiments).data.size
+        except ValueError as err:  # an unknown dataset, or a run not defined for it
+            raise SystemExit(f"study: {err}") from None
 
     log: list[str] = []
-    ok = execute("data", EXECUTED / "data.ipynb", {"data_root": args.data_root}, args.force, log)
-    for ds in args.datasets:
-        flag = get_info(ds).flag
+    ok, missing, changed = True, [], False
+    for flag, size in sizes.items():
         try:
-            size = run_config(args.name, flag, experiments=experiments).data.size
-        except ExperimentError as err:
-            raise SystemExit(f"study: {err}") from err
-        status = data_status(flag, args.data_root or None, size)
-        if status != "ok":
-            log.append(f"skipped {flag}: {status}")
+            locate(flag, size, args.data_root or None, args.download)
+        except (DataError, OSError) as err:
+            missing.append(flag)
+            log.append(f"skipped {flag}: {err}")
             continue
         folder = EXECUTED / f"{flag}-{args.name}"
-        common = {"dataset": flag, "run_name": args.name, "runs_dir": RUNS, "device": args.device, "data_root": args.data_root}
+        run = ROOT / "results" / run_path("", flag, args.name)
         if args.force:
-            shutil.rmtree(ROOT / "results" / run_path("", flag, args.name), ignore_errors=True)
+            shutil.rmtree(run, ignore_errors=True)
+        elif (run / "train.json").exists():
+            trained = json.loads((run / "train.json").read_text())
+            log.append(f"reused the recorded run {run.relative_to(ROOT)} ({trained['steps']} steps, "
+                       f"{trained['train_seconds'] / 60:.0f} min on {trained['provenance']['device']}): "
+                       f"--force retrains it")
+        common = {"dataset": flag, "run_name": args.name, "runs_dir": RUNS, "device": args.device, "data_root": args.data_root}
         for stage in STAGES + tuple(args.extra):
-            if not execute(stage, folder / f"{stage}.ipynb", common | extra.get(stage, {}), args.force, log):
+            done = execute(stage, folder / f"{stage}.ipynb", common | extra.get(stage, {}), args.force, log)
+            if done is False:
                 ok = False
                 break
-    for ds in args.compare and args.datasets:
-        flag = get_info(ds).flag
-        ok &= execute("recipes", EXECUTED / f"{flag}-recipes.ipynb",
-                      {"dataset": flag, "run_names": ",".join(args.compare), "runs_dir": RUNS}, True, log, cell_timeout=QUICK_CELL_TIMEOUT)
-    names = editions(ROOT / "results", args.name)  # this run's rows first, then the other editions that have runs
-    ok &= execute("summary", EXECUTED / "summary.ipynb", {"run_names": ",".join(names), "runs_dir": RUNS}, True, log, cell_timeout=QUICK_CELL_TIMEOUT)
-    ok &= execute("explore", EXECUTED / "explore.ipynb", {"run_name": args.name, "runs_dir": RUNS, "data_root": args.data_root},
-                  True, log, cell_timeout=QUICK_CELL_TIMEOUT)
-    write_toc(args.name)
-    print("\n".join(["study: done"] + [f"  {line}" for line in log]))
+            changed |= bool(done)
+    with_data = [f for f in STUDY_DATASETS if f not in missing and registry_data_ok(f, args.data_root)]
+    # the pages that only read runs are executed again when a page of a run was, or when asked to (--force, --compare)
+    quick = changed or args.force
+    done = execute("data", EXECUTED / "data.ipynb", {"data_root": args.data_root}, args.force, log)
+    ok &= done is not False
+    for flag in sizes if args.compare else ():
+        ok &= execute("recipes", EXECUTED / f"{flag}-recipes.ipynb", {"dataset": flag, "run_names": ",".join(args.compare),
+                      "runs_dir": RUNS}, True, log, cell_timeout=QUICK_CELL_TIMEOUT) is not False
+    names = editions(ROOT / "results", args.name)  # the book's editions that have runs, and this run
+    ok &= execute("summary", EXECUTED / "summary.ipynb", {"run_names": ",".join(names), "runs_dir": RUNS}, quick, log,
+                  cell_timeout=QUICK_CELL_TIMEOUT) is not False
+    if with_data:
+        ok &= execute("explore", EXECUTED / "explore.ipynb", {"run_name": EXPLORER_RUN, "runs_dir": RUNS,
+                      "data_root": args.data_root}, quick, log, cell_timeout=QUICK_CELL_TIMEOUT) is not False
+    else:
+        log.append("skipped the explore page: it needs the data of one dataset at least (its committed copy is kept)")
+    if write_toc():
+        log.append("wrote _toc.yml: the executed pages changed")
+    if missing:
+        log.append(f"missing data: {', '.join(missing)}. Put the files above into $MSFLOW_DATA, ~/.medmnist or "
+                   f"../shared/data/medmnist beside this checkout, or fetch them with: bash scripts/study.sh --download "
+                   f"{' '.join(missing)}")
+    print("\n".join(["study: done"] + [f"  {line}" for line in log]), flush=True)
     if not args.no_book:
         ok &= subprocess.call(["bash", str(ROOT / "scripts" / "build_book.sh")]) == 0
         print(f"study: book in {ROOT / '_build' / 'html' / 'index.html'}")
+    if missing and args.strict:
+        ok = False
     return 0 if ok else 1
+
+
+EXPLORER_RUN = "gpu"
+"""The run the explore page loads (its committed page shows it)."""
+
+
+def registry_data_ok(flag: str, data_root: str) -> bool:
+    return data_status(flag, data_root or None) == "ok"
 
 
 if __name__ == "__main__":

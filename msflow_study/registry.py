@@ -216,9 +216,11 @@ EDITIONS = ("gpu-long", "gpu", "cpu-ens", "cpu-lam05-x8", "cpu-lam05-x6", "cpu-w
 
 
 def editions(runs_dir: str | os.PathLike, first: str, datasets: Iterable[str] = STUDY_DATASETS) -> list[str]:
-    """``first``, then the other editions (:data:`EDITIONS`) of which a finished run exists: the rows of the results page."""
+    """The rows of the results page: the editions (:data:`EDITIONS`) of which a finished run exists, in their order, and
+    ``first`` (the run just executed) in its place among them, or before them if it is no edition, even without a run."""
     datasets = list(datasets)
-    return [first] + [p for p in EDITIONS if p != first and our_results(runs_dir, p, datasets)]
+    found = [e for e in EDITIONS if e == first or our_results(runs_dir, e, datasets)]
+    return found if first in EDITIONS else [first] + found
 
 
 def our_results(runs_dir: str | os.PathLike, name: str, datasets: Iterable[str] = STUDY_DATASETS,

@@ -21,6 +21,7 @@ def test_a_quick_notebook_whose_cell_hangs_is_executed_once_more(tmp_path, monke
     executed = tmp_path / "book" / "executed"
     monkeypatch.setattr(module, "ROOT", tmp_path)
     monkeypatch.setattr(module, "EXECUTED", executed)
+    monkeypatch.setattr(module, "WORK", tmp_path / ".msflow-study")
     log = []
     assert module.execute("explore", executed / "explore.ipynb", {}, True, log, cell_timeout=5)
     assert calls == [5, 5] and log[-1].startswith("executed")
@@ -36,7 +37,8 @@ def test_a_quick_notebook_whose_cell_hangs_is_executed_once_more(tmp_path, monke
     calls.clear()
     monkeypatch.setattr("papermill.execute_notebook", always_hangs)
     assert not module.execute("explore", executed / "third.ipynb", {}, True, log, cell_timeout=5)
-    assert calls == [5, 5] and log[-1] == "FAILED explore {}: TimeoutError: again (partial notebook kept in _build/failed/third.ipynb)"
+    assert calls == [5, 5] and log[-1] == ("FAILED explore {}: TimeoutError: again (partial notebook in "
+                                           ".msflow-study/failed/third.ipynb; the book has no such page)")
 
 
 def test_kernel_channel_polls_are_sliced_so_a_missed_wake_up_costs_one_slice():

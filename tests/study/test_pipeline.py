@@ -2,7 +2,9 @@
 
 import os
 import tarfile
+from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 
@@ -68,12 +70,13 @@ def test_toc_lists_every_executed_run(tmp_path, monkeypatch):
         (executed / f"{page}.ipynb").write_text("{}")
     monkeypatch.setattr(module, "EXECUTED", executed)
     monkeypatch.setattr(module, "ROOT", tmp_path)
-    module.write_toc("gpu")
+    assert module.write_toc() is True
     toc = (tmp_path / "_toc.yml").read_text()
     order = [toc.index(f"book/executed/{p}\n") for p in ("pneumoniamnist-gpu/train", "pneumoniamnist-gpu/evaluate",
                                                            "pneumoniamnist-cpu/train", "pneumoniamnist-recipes")]
-    assert order == sorted(order) and 'title: "PneumoniaMNIST, cpu: train"' in toc
+    assert order == sorted(order) and 'title: "PneumoniaMNIST, cpu: train"' in toc  # the editions' order
     assert "bloodmnist" not in toc
+    assert module.write_toc() is False  # the same pages: the file is left as it is
 
 
 def test_study_notebook_params():
@@ -93,3 +96,84 @@ def test_study_refuses_datasets_taken_for_compared_runs(monkeypatch):
     # seeds and ensembles of the experiment files may be compared; a seed suffix does not make a dataset a run
     with pytest.raises(SystemExit, match=r"--compare bloodmnist-seed1: no such runs"):
         module.main(["--no-book", "--compare", "cpu-w24-seed1", "cpu-ens", "bloodmnist-seed1"])
+
+
+def test_the_committed_toc_is_the_one_the_pipeline_writes():
+    # a run of the study that changes no page leaves _toc.yml as committed (no -dirty commit in later records)
+    before = (pipeline.ROOT / "_toc.yml").read_text()
+    assert pipeline.write_toc() is False
+    assert (pipeline.ROOT / "_toc.yml").read_text() == before
+
+
+def _page(cells: list[str], when: str) -> str:
+    import hashlib
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c, id=f"cell-{i}") for i, c in enumerate(cells)])
+    nb.metadata["papermill"] = {"start_time": when, "duration": 1.5}
+    for i, cell in enumerate(nb.cells):
+        cell.metadata["papermill"] = {"start_time": when, "duration": 0.1}
+        widget = hashlib.md5(f"{i} {when}".encode()).hexdigest()  # a new id at every execution, as ipywidgets makes them
+        cell.outputs = [nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {
+            "model_id": widget, "version_major": 2}})]
+    return nbformat.writes(nb)
+
+
+def test_a_page_is_replaced_only_by_a_successful_and_different_execution(tmp_path, monkeypatch):
+    executed = tmp_path / "book" / "executed"
+    executed.mkdir(parents=True)
+    committed = executed / "summary.ipynb"
+    committed.write_text(_page(["1 + 1"], "2026-11-01T10:00"))
+    monkeypatch.setattr(pipeline, "ROOT", tmp_path)
+    monkeypatch.setattr(pipeline, "EXECUTED", executed)
+    monkeypatch.setattr(pipeline, "WORK", tmp_path / ".msflow-study")
+    page = {"text": _page(["1 + 1"], "2026-12-03T11:00")}  # the same page, executed at another time (new widget ids)
+
+    def execute_notebook(src, out, *args, **kwargs):
+        Path(out).write_text(page["text"])
+        if "fail" in page:
+            raise RuntimeError("a cell failed")
+
+    monkeypatch.setattr(pipeline, "execute_notebook", execute_notebook)
+    log: list[str] = []
+    before = committed.read_bytes()
+    assert pipeline.execute("summary", committed, {}, True, log) is True
+    assert committed.read_bytes() == before and log[-1].endswith("the same page as before, kept as it was")
+    page["fail"] = True  # a failure keeps the committed page, and the partial one where the log says
+    assert pipeline.execute("summary", committed, {}, True, log) is False
+    assert committed.read_bytes() == before
+    assert "partial notebook in .msflow-study/failed/summary.ipynb; its committed copy is kept" in log[-1]
+    assert (tmp_path / ".msflow-study" / "failed" / "summary.ipynb").read_text() == page["text"]
+    del page["fail"]
+    page["text"] = _page(["1 + 2"], "2026-12-03T11:00")  # new content replaces the page
+    assert pipeline.execute("summary", committed, {}, True, log) is True
+    assert committed.read_text() == page["text"]
+    assert pipeline.execute("summary", committed, {}, False, log) is None and log[-1] == "reused book/executed/summary.ipynb"
+
+
+def test_a_bare_machine_renders_the_committed_book_and_says_what_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MSFLOW_DATA", str(tmp_path / "no-data"))
+    monkeypatch.setattr(pipeline, "execute_notebook", lambda *a, **k: pytest.fail("nothing needs executing"))
+    monkeypatch.setattr(pipeline, "write_toc", lambda: False)
+    assert pipeline.main(["--no-book", "pneumoniamnist", "bloodmnist"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped pneumoniamnist: PneumoniaMNIST at 28 px is missing: pneumoniamnist.npz is needed in" in out
+    assert "skipped the explore page" in out and "reused book/executed/summary.ipynb" in out
+    assert "bash scripts/study.sh --download pneumoniamnist bloodmnist" in out and "../shared/data/medmnist" in out
+    assert pipeline.main(["--no-book", "--strict", "pneumoniamnist"]) == 1
+    asked = []
+
+    def locate(name, size, root, download):
+        asked.append((name, size, download))
+        raise FileNotFoundError("offline here")
+
+    monkeypatch.setattr("msflow.data.locate", locate)
+    assert pipeline.main(["--no-book", "--download", "retinamnist"]) == 0  # the download is asked for, and fails here
+    assert asked == [("retinamnist", 28, True)] and "skipped retinamnist: offline here" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_errors_before_anything_runs(monkeypatch):
+    monkeypatch.setattr(pipeline, "execute", lambda *a, **k: pytest.fail("nothing may be executed"))
+    with pytest.raises(SystemExit, match="unknown dataset 'chestxray'"):
+        pipeline.main(["--no-book", "chestxray"])
+    with pytest.raises(SystemExit, match="'cpu-huge' is neither a run of the experiment files nor a recipe"):
+        pipeline.main(["--no-book", "--name", "cpu-huge", "bloodmnist"])

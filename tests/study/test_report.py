@@ -103,9 +103,11 @@ def test_results_page_editions(tmp_path):
     for run in ("pneumoniamnist-cpu", "bloodmnist-gpu-long", "retinamnist-other"):
         (tmp_path / run).mkdir()
         (tmp_path / run / "eval_test.json").write_text("{}")
-    # the asked profile first (even without runs), then the book's editions that have a finished run, in order
-    assert registry.editions(tmp_path, "gpu") == ["gpu", "gpu-long", "cpu"]
-    assert registry.editions(tmp_path, "cpu") == ["cpu", "gpu-long"]
+    # the book's editions that have a finished run, in their order, whatever run was asked for (so that the page does
+    # not change with it); the asked run in its place even without a run, or first if it is no edition
+    assert registry.editions(tmp_path, "gpu") == ["gpu-long", "gpu", "cpu"]
+    assert registry.editions(tmp_path, "cpu") == ["gpu-long", "cpu"]
+    assert registry.editions(tmp_path, "other") == ["other", "gpu-long", "cpu"]
 
 
 def test_the_readme_s_headline_table_is_the_records():
