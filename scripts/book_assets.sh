@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 dest=.book-assets
 out=$dest/vendor/offline
 [ -f "$out/.complete" ] && exit 0
+if ! command -v npm >/dev/null; then
+  echo "book assets: npm is needed once, to fetch MathJax, RequireJS and the widget manager into $dest (install Node.js)" >&2
+  exit 1
+fi
 mkdir -p "$dest"
 ( cd "$dest" && npm install --silent --no-audit --no-fund --prefix . \
     mathjax@3.2.2 requirejs@2.3.8 @jupyter-widgets/html-manager@1.0.15 >/dev/null )

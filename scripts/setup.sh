@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "msflow setup: needs Python 3.11 or later; $PY is $("$PY" --version 2>&1 || echo missing). Set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 stamp=.venv/.msflow-setup
 want="$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC"

@@ -9,7 +9,7 @@ import pytest
 
 from msflow import data
 
-REAL_ROOT = Path(os.environ.get("MSFLOW_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"))
+REAL_ROOT = Path(os.environ.get("MSFLOW_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist")
 
 
 def pytest_addoption(parser):
@@ -40,7 +40,7 @@ def require_real(name: str) -> Path:
     """Skip unless the real MedMNIST file of ``name`` is present."""
     path = real_file(name)
     if not path.exists():
-        pytest.skip(f"real data not present: {path} (set MSFLOW_REAL_DATA to a folder holding it)")
+        pytest.skip(f"real data not present: {path} (set MSFLOW_DATA to a folder holding it)")
     return REAL_ROOT
 
 
