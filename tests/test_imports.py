@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PKG = Path(__file__).resolve().parents[1] / "msflow"
 MODULES = sorted(p.stem for p in PKG.glob("*.py") if p.stem != "__main__")
 
@@ -51,6 +53,7 @@ def test_the_library_s_imports_form_no_circle():
     assert "files" in graph and not graph["files"] - {"__init__"}  # plain file I/O sits below everything
 
 
+@pytest.mark.slow  # an interpreter per module
 def test_each_module_imports_alone_in_a_fresh_interpreter():
     failed = {}
     for i in range(0, len(MODULES), 4):  # a few interpreters at a time: each imports torch
