@@ -3,6 +3,7 @@
 Examples::
 
     msflow train --dataset pneumoniamnist --recipe cpu --set flow.lam=0.5
+    torchrun --nproc-per-node 4 -m msflow train --dataset bloodmnist --recipe gpu   # data-parallel on 4 GPUs
     msflow evaluate --run runs/pneumoniamnist-cpu
     msflow generate --run runs/pneumoniamnist-cpu --per-class 8 --out samples.png
     msflow data --dataset bloodmnist            # check (and with --download, fetch) a file
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -93,6 +95,8 @@ def _train(args) -> int:
     cfg = make_config(args.dataset, args.recipe, parse_overrides(args.set), seed=args.seed)
     out = Path(args.out or f"runs/{cfg.data.dataset}-{args.recipe}")
     result = train(cfg, out, args.data_root, args.device, args.download, args.force)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: the main process reports and evaluates
+        return 0
     print(f"trained {result.steps} steps ({result.images_seen} images) in {result.train_seconds:.0f} s; "
           f"best validation accuracy {result.best['val_acc']:.4f} at step {result.best['step']} -> {out}")
     if not args.no_eval:
@@ -108,7 +112,8 @@ def _evaluate(args) -> int:
             if v is not None}
     _, record = evaluate_run(args.run, args.split, args.checkpoint, args.data_root, args.device, args.download, over,
                              reuse=args.reuse)
-    print_metrics(record)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print_metrics(record)
     return 0
 
 

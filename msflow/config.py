@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 CODE_NAMES = ("rgb", "rgb-spread", "gray")
-"""The class codes of :data:`msflow.codes.CODES` (a test keeps the two lists equal)."""
+"""The class codes of ``msflow.codes.CODES`` (a test keeps the two lists equal)."""
 SOLVER_NAMES = ("euler", "midpoint", "heun", "rk4")
-"""The ODE solvers of :data:`msflow.sampler.SOLVERS`."""
+"""The ODE solvers of ``msflow.sampler.SOLVERS``."""
 VIEW_NAMES = ("none", "flips", "dihedral")
-"""The readout views of :data:`msflow.sampler.VIEWS`."""
+"""The readout views of ``msflow.sampler.VIEWS``."""
 
 
 def _check(section: Any, name: str, ok: bool, allowed: str) -> None:

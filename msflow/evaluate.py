@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from msflow import metrics
 from msflow.config import EvalConfig
 from msflow.data import Split
+from msflow.distributed import Context
 from msflow.model import Components
 from msflow.sampler import classify, view_pairs
 
@@ -54,26 +55,38 @@ def predict(
     limit: int = 0,
     progress: bool = False,
     views: str = "none",
+    ctx: Context | None = None,
 ) -> Predictions:
     """Classify a split once, in batches, with noise from a generator seeded by ``seed``.
 
     Args:
         limit: classify only the first ``limit`` images (0: all).
         views: average the maps read off transformed copies of each image (see :data:`msflow.sampler.VIEWS`).
+        ctx: the processes that share the work (see :mod:`msflow.distributed`): each classifies every
+            ``ctx.world``-th batch and draws, without classifying, the noise of the others, so that every image gets
+            the noise it gets from one process; every process returns all the predictions.
     """
     model, code = comps.model, comps.code
     device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
     n = len(split) if limit <= 0 else min(limit, len(split))
-    out_d = []
-    per_batch = max(1, batch_size // len(view_pairs(views)))  # each view is a copy in the network's batch
+    world, rank = (ctx.world, ctx.rank) if ctx is not None else (1, 0)
+    out_d = {}
+    n_views = len(view_pairs(views))
+    per_batch = max(1, batch_size // n_views)  # each view is a copy in the network's batch
     starts = range(0, n, per_batch)
-    for i in tqdm(starts, desc=f"classify {split.name}", disable=not progress, leave=False):
+    for b, i in enumerate(tqdm(starts, desc=f"classify {split.name}", disable=not progress, leave=False)):
+        if b % world != rank:  # another process's batch: its noise only, as classify would draw it
+            side = getattr(model, "resolution", split.images.shape[-1])
+            torch.randn(min(per_batch, n - i) * n_views, code.channels, side, side, generator=gen, device=device)
+            continue
         x = comps.prepare(split.images[i : i + per_batch].to(device))
         with bf16_autocast(device):
             c = classify(model, code, x, steps, solver, generator=gen, views=views)
-        out_d.append(c.distances.float().cpu())
-    d = torch.cat(out_d).numpy()
+        out_d[i] = c.distances.float().cpu()
+    if world > 1:
+        out_d = {i: d for part in ctx.gather(out_d) for i, d in part.items()}
+    d = torch.cat([out_d[i] for i in sorted(out_d)]).numpy()
     return Predictions(d, d.argmin(1), d.min(1), split.labels[:n].numpy())
 
 
@@ -143,9 +156,11 @@ def evaluate(
     cfg: EvalConfig,
     seed: int = 0,
     progress: bool = True,
+    ctx: Context | None = None,
 ) -> EvalResult:
-    """Fit the temperature on ``val``, then classify ``split`` ``cfg.repeats`` times and score each pass."""
-    kw = dict(steps=cfg.steps, solver=cfg.solver, batch_size=cfg.batch_size, views=cfg.views)
+    """Fit the temperature on ``val``, then classify ``split`` ``cfg.repeats`` times and score each pass (the batches
+    shared by the processes of ``ctx``, see :func:`predict`)."""
+    kw = dict(steps=cfg.steps, solver=cfg.solver, batch_size=cfg.batch_size, views=cfg.views, ctx=ctx)
     val_pass = predict(comps, val, seed=seed + 10_000, **kw)
     temperature = metrics.fit_temperature(val_pass.distances, val_pass.labels)
     passes = [

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from msflow import metrics
+from msflow import distributed, metrics
 from msflow.config import EvalConfig, RunConfig
 from msflow.data import load_split
 from msflow.evaluate import EvalResult, Predictions, bf16_autocast, evaluate
-from msflow.files import provenance, read_json, save_predictions, write_json
+from msflow.files import provenance, read_json, run_lock, save_predictions, write_json
 from msflow.model import LoadedModel, load_weights
 from msflow.sampler import Generation, generate
 from msflow.train import resolve_device
@@ -53,7 +53,8 @@ def evaluate_run(
         The evaluation and the results record written to disk.
     """
     run_dir = Path(run_dir)
-    loaded = load_run(run_dir, checkpoint, device)
+    ctx = distributed.context(resolve_device(device))  # under torchrun the processes share the batches
+    loaded = load_run(run_dir, checkpoint, distributed.process_device(resolve_device(device), ctx))
     cfg = loaded.config
     ecfg: EvalConfig = dataclasses.replace(cfg.eval, **(eval_overrides or {}))
     suffix = eval_suffix(split, checkpoint, ecfg.views)
@@ -68,7 +69,7 @@ def evaluate_run(
     target = load_split(cfg.data.dataset, split, cfg.data.size, data_root, download)
     val = load_split(cfg.data.dataset, "val", cfg.data.size, data_root, download)
     comps = loaded.components
-    result = evaluate(comps, target, val, ecfg, seed=cfg.seed, progress=progress)
+    result = evaluate(comps, target, val, ecfg, seed=cfg.seed, progress=progress and ctx.main, ctx=ctx)
     train_record = read_json(run_dir / "train.json") if (run_dir / "train.json").exists() else {}
     record = {
         "run": run_dir.name,
@@ -80,14 +81,17 @@ def evaluate_run(
         "metrics": result.to_dict(),
         "training": {k: train_record.get(k) for k in ("steps", "images_seen", "train_seconds", "images_per_second", "parameters")}
         | {k: train_record.get("provenance", {}).get(k) for k in ("device", "git_commit")},
-        "provenance": provenance(next(comps.model.parameters()).device),
+        "provenance": provenance(next(comps.model.parameters()).device) | ({"world_size": ctx.world} if ctx.world > 1 else {}),
     }
-    write_json(run_dir / f"eval_{suffix}.json", record)
-    save_predictions(
-        run_dir / f"predictions_{suffix}.npz",
-        distances=np.stack([p.distances for p in result.passes]).astype(np.float16),
-        labels=result.passes[0].labels,
-    )
+    if ctx.main:  # every process has the whole evaluation; one writes it
+        with run_lock(run_dir):
+            write_json(run_dir / f"eval_{suffix}.json", record)
+            save_predictions(
+                run_dir / f"predictions_{suffix}.npz",
+                distances=np.stack([p.distances for p in result.passes]).astype(np.float16),
+                labels=result.passes[0].labels,
+            )
+    ctx.barrier()
     return result, record
 
 
@@ -135,7 +139,8 @@ def multi_pass_run(
     checkpoint is reused (its first ``draws``)."""
     run_dir = Path(run_dir)
     path = run_dir / f"multipass_{split}.npz"
-    loaded = loaded or load_run(run_dir, "best", device)
+    ctx = distributed.context(resolve_device(device))  # under torchrun the processes share the batches
+    loaded = loaded or load_run(run_dir, "best", distributed.process_device(resolve_device(device), ctx))
     step = int(loaded.meta.get("step") or -1)
     if path.exists():
         with np.load(path) as z:
@@ -145,12 +150,16 @@ def multi_pass_run(
     target = load_split(cfg.data.dataset, split, cfg.data.size, data_root)
     with bf16_autocast(next(loaded.components.model.parameters()).device):
         mp = multi_pass(loaded.components, target, draws, cfg.eval.steps, cfg.eval.solver, seed=seed,
-                        batch_size=cfg.eval.batch_size)
+                        batch_size=cfg.eval.batch_size, ctx=ctx)
+    if not ctx.main:  # every process has the readouts; one writes them
+        ctx.barrier()
+        return mp
     save_predictions(path, distances=mp.distances.astype(np.float16), spread=mp.spread.astype(np.float32),
                      labels=mp.labels, seed=np.array(seed), step=np.array(step), draws=np.array(draws))
     write_json(path.with_suffix(".json"), {"split": split, "draws": draws, "seed": seed, "checkpoint_step": step,
                                            "md5": target.md5, "synthetic": target.synthetic,
                                            "provenance": provenance(next(loaded.components.model.parameters()).device)})
+    ctx.barrier()
     return mp
 
 

@@ -25,14 +25,14 @@ from typing import Any, Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from msflow import metrics
+from msflow import distributed, metrics
 from msflow.config import RunConfig, TrainConfig, config_diff
 from msflow.data import load_split, random_flips, to_model_input, uses_flips
 from msflow.evaluate import predict
 from msflow.flow import flow_loss, sample_t
 from msflow.latent import posterior_cache
 from msflow.model import build
-from msflow.files import RecordError, provenance, read_json, run_lock, torch_save, write_json
+from msflow.files import RecordError, device_name, provenance, read_json, run_lock, torch_save, write_json
 from msflow.model import check_compatible, save_weights
 
 STATE_FILE = "train_state.pt"
@@ -147,26 +147,39 @@ def train(
         progress: show a tqdm bar.
         on_step: called with the number of finished steps after each step (for tests and hooks).
 
+    Under ``torchrun`` the run is trained by every process together (see :mod:`msflow.distributed`): each trains on
+    its share of every global batch, and the main process alone writes the run folder. A run resumes on any number
+    of processes, whatever number wrote its state.
+
     Raises:
         ConfigMismatchError: ``run_dir`` holds a run of another configuration.
         RunLockedError: another live process is writing ``run_dir``.
         RecordError: its resumable state is damaged.
+        ValueError: the processes cannot share the batch evenly.
     """
     run_dir = Path(run_dir)
+    device = resolve_device(device)
+    ctx = distributed.context(device)
+    device = distributed.process_device(device, ctx)
+    if cfg.train.batch_size % ctx.world:
+        raise ValueError(f"train.batch_size = {cfg.train.batch_size} cannot be shared evenly by {ctx.world} processes: "
+                         f"start a number of processes that divides it, or set train.batch_size to a multiple of {ctx.world}")
+    if not ctx.main:
+        return _train(cfg, run_dir, data_root, device, download, force, progress and ctx.main, on_step, ctx)
     with run_lock(run_dir):  # a second process training into this folder gets an error naming the first
-        return _train(cfg, run_dir, data_root, device, download, force, progress, on_step)
+        return _train(cfg, run_dir, data_root, device, download, force, progress, on_step, ctx)
 
 
-def _train(cfg: RunConfig, run_dir: Path, data_root, device, download: bool, force: bool, progress: bool,
-           on_step: Callable[[int], None] | None) -> TrainResult:
-    if force:
+def _train(cfg: RunConfig, run_dir: Path, data_root, device: torch.device, download: bool, force: bool, progress: bool,
+           on_step: Callable[[int], None] | None, ctx: distributed.Context) -> TrainResult:
+    if force and ctx.main:
         for child in run_dir.iterdir():
             if child.name != ".lock":
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
+    ctx.barrier()  # the other processes read the folder once the main one has cleared it
     recorded = RunConfig.from_dict(read_json(run_dir / "config.json")) if (run_dir / "config.json").exists() else None
     if recorded is not None:  # before anything is loaded or written
         check_compatible(recorded, cfg, str(run_dir), sections=("data", "model", "flow", "latent", "train", "seed"))
-    device = resolve_device(device)
     tc = cfg.train
 
     train_split = load_split(cfg.data.dataset, "train", cfg.data.size, data_root, download)
@@ -180,7 +193,9 @@ def _train(cfg: RunConfig, run_dir: Path, data_root, device, download: bool, for
 
     step, history, best, elapsed, running = 0, [], {}, {"train": 0.0, "total": 0.0}, None
     # provenance of the code that runs: recorded when training starts, and again at every resume
-    started, resumed = provenance(device), []
+    devices = ctx.gather(device_name(device))
+    started = provenance(device) | {"world_size": ctx.world, "devices": devices}
+    resumed = []
     state_path = run_dir / STATE_FILE
     if state_path.exists():
         try:
@@ -194,7 +209,7 @@ def _train(cfg: RunConfig, run_dir: Path, data_root, device, download: bool, for
         step, history, best, elapsed, running = (state[k] for k in ("step", "history", "best", "elapsed", "running"))
         resumed = state.get("resumed", []) + [{"step": step, **started}]  # absent from states written before it was recorded
         started = state.get("started", {"git_commit": "not recorded"})
-    if recorded is None or set(config_diff(recorded, cfg)) - {"recipe"}:  # a recorded run keeps its file as it is
+    if ctx.main and (recorded is None or set(config_diff(recorded, cfg)) - {"recipe"}):  # a recorded run keeps its file
         write_json(run_dir / "config.json", cfg.to_dict())
     if (run_dir / "train.json").exists() and (run_dir / "best.pt").exists():
         done = read_json(run_dir / "train.json")
@@ -204,7 +219,11 @@ def _train(cfg: RunConfig, run_dir: Path, data_root, device, download: bool, for
     res, s_min = cfg.data.resolution, cfg.flow.sigma_min
     labels = train_split.labels.to(device)
     if comps.codec is not None:  # latent run: sample each step from the cached VAE posteriors
+        if not ctx.main:
+            ctx.barrier()  # the main process builds the cache once; the others read it
         cache = posterior_cache(comps.codec, train_split, cfg.latent, progress=progress)
+        if ctx.main:
+            ctx.barrier()
 
         def inputs(idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
             return cache.sample(comps.codec, idx, g)
@@ -218,6 +237,8 @@ def _train(cfg: RunConfig, run_dir: Path, data_root, device, download: bool, for
     eval_every = tc.eval_every if tc.eval_every > 0 else total
 
     def save_state() -> None:
+        if not ctx.main:
+            return
         torch_save(
             {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step,
              "history": history, "best": best, "elapsed": elapsed, "running": running, "config": cfg.to_dict(),
@@ -256,9 +277,12 @@ def _train(cfg: RunConfig, run_dir: Path, data_root, device, download: bool, for
     stop = _Interrupts()
     try:
         with stop:
-            if validation_due() and (not history or history[-1]["step"] != step):
+            if ctx.main and validation_due() and (not history or history[-1]["step"] != step):
                 validate(running)  # the run was stopped during this step's validation: it is done now, as it would have been
             model.train()
+            net = model
+            if ctx.world > 1:  # averages the gradients of the processes' shares
+                net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
             while step < total:
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total, tc.lr, tc.warmup_frac)
@@ -274,23 +298,30 @@ def _train(cfg: RunConfig, run_dir: Path, data_root, device, download: bool, for
                 t = sample_t(x.shape[0], cfg.flow.t_one_frac, g, device)
                 xi_x = torch.randn(x.shape, generator=g, device=device)
                 xi_y = torch.randn(y.shape, generator=g, device=device)
+                scale = 1.0
+                if ctx.world > 1:  # every process drew the whole batch; it trains on its share
+                    mine, scale = _share(len(idx), ctx)
+                    x, y, t, xi_x, xi_y = (a[mine] for a in (x, y, t, xi_x, xi_y))
                 with train_autocast(tc, device):
-                    out = flow_loss(model, x, y, t, xi_x, xi_y, s_min, cfg.flow.lam)
+                    out = flow_loss(net, x, y, t, xi_x, xi_y, s_min, cfg.flow.lam)
+                loss = out.loss * scale  # so that the processes' mean gradient is the whole batch's
                 opt.zero_grad(set_to_none=True)
-                out.loss.backward()
+                loss.backward()
                 if tc.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 with stop.deferred():  # the weights, their EMA and the step counter change together or not at all
                     opt.step()
-                    ema_update(ema, model, ema_decay_at(step, tc.ema_decay, tc.ema_warmup))
+                    if ctx.main:
+                        ema_update(ema, model, ema_decay_at(step, tc.ema_decay, tc.ema_warmup))
                     step += 1
                     # the running loss stays on the device: reading it every step would stall the GPU queue
-                    loss_t = out.loss.detach().float()
+                    loss_t = loss.detach().float()
                     running = loss_t if running is None else 0.98 * torch.as_tensor(running, device=device) + 0.02 * loss_t
                 if step % eval_every == 0 or step == total or step % tc.checkpoint_every == 0:
-                    running = float(running)  # one host sync: the device has finished the steps timed since the last
+                    # one host sync: the device has finished the steps timed since the last; the processes' mean
+                    running = float(ctx.mean(torch.as_tensor(running, device=device)))
                     elapsed["train"] += time.perf_counter() - t_mark
-                if validation_due():
+                if ctx.main and validation_due():
                     validate(running)
                     bar.set_postfix(loss=f"{running:.4f}", val_acc=f"{history[-1]['val_acc']:.3f}")
                 if step % tc.checkpoint_every == 0 or step == total:
@@ -312,6 +343,11 @@ def _train(cfg: RunConfig, run_dir: Path, data_root, device, download: bool, for
         bar.close()
         raise
     bar.close()
+    if not ctx.main:  # the main process writes the results; the others return what it wrote
+        ctx.barrier()
+        done = read_json(run_dir / "train.json")
+        return TrainResult(run_dir, done["steps"], done["images_seen"], done["train_seconds"], done["total_seconds"],
+                           done["best"], done["history"])
 
     save_weights(run_dir / "final.pt", ema, cfg, {"step": step, "val": history[-1], "provenance": provenance(device)})
     result = TrainResult(run_dir, step, _images_seen(step, len(train_split), tc.batch_size), elapsed["train"], elapsed["total"], best, history)
@@ -334,7 +370,18 @@ def _train(cfg: RunConfig, run_dir: Path, data_root, device, download: bool, for
             "finished": provenance(device),
         },
     )
+    ctx.barrier()
     return result
+
+
+def _share(n: int, ctx: distributed.Context) -> tuple[slice, float]:
+    """This process's contiguous share of a batch of ``n`` (the last of an epoch may be short) and the weight of its
+    mean loss, so that the mean over the processes of their weighted gradients is the whole batch's mean gradient.
+    A process with no image trains on one with weight 0: its gradients still meet the others'."""
+    lo, hi = n * ctx.rank // ctx.world, n * (ctx.rank + 1) // ctx.world
+    if hi == lo:
+        return slice(0, 1), 0.0
+    return slice(lo, hi), (hi - lo) * ctx.world / n
 
 
 def _images_seen(steps: int, n: int, batch_size: int) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from msflow.data import Split
+from msflow.distributed import Context
 from msflow.model import Components
 from msflow.sampler import classify
 
@@ -49,12 +50,19 @@ class MultiPass:
 
 @torch.no_grad()
 def multi_pass(comps: Components, split: Split, draws: int, steps: int = 1, solver: str = "euler", seed: int = 0,
-               batch_size: int = 256) -> MultiPass:
-    """Classify every image of ``split`` ``draws`` times with independent noise."""
+               batch_size: int = 256, ctx: Context | None = None) -> MultiPass:
+    """Classify every image of ``split`` ``draws`` times with independent noise (the batches shared by the processes of
+    ``ctx`` as :func:`msflow.evaluate.predict` shares them: the same noise per image as on one process)."""
     device = next(comps.model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
-    dist, spread = [], []
-    for i in range(0, len(split), batch_size):
+    world, rank = (ctx.world, ctx.rank) if ctx is not None else (1, 0)
+    dist, spread = {}, {}
+    for b, i in enumerate(range(0, len(split), batch_size)):
+        if b % world != rank:  # another process's batch: its noise only
+            side = getattr(comps.model, "resolution", split.images.shape[-1])
+            for _ in range(draws):
+                torch.randn(min(batch_size, len(split) - i), comps.code.channels, side, side, generator=gen, device=device)
+            continue
         x = comps.prepare(split.images[i : i + batch_size].to(device))
         mean = m2 = None  # Welford's running mean and sum of squared deviations of the maps
         d, s = [], []
@@ -69,9 +77,13 @@ def multi_pass(comps: Components, split: Split, draws: int, steps: int = 1, solv
                 m2 += delta * (y - mean)
             s.append((m2 / (k + 1)).sqrt().mean(dim=(1, 2, 3)).cpu())  # std of the first k + 1 maps
             d.append(c.distances.float().cpu())
-        spread.append(torch.stack(s))
-        dist.append(torch.stack(d))
-    return MultiPass(torch.cat(dist, dim=1).numpy(), torch.cat(spread, dim=1).numpy(), split.labels.numpy())
+        spread[i] = torch.stack(s)
+        dist[i] = torch.stack(d)
+    if world > 1:
+        dist, spread = ({i: t for part in ctx.gather(parts) for i, t in part.items()} for parts in (dist, spread))
+    order = sorted(dist)
+    return MultiPass(torch.cat([dist[i] for i in order], dim=1).numpy(), torch.cat([spread[i] for i in order], dim=1).numpy(),
+                     split.labels.numpy())
 
 
 def predictions(mp: MultiPass) -> np.ndarray:

@@ -3,8 +3,8 @@
     python -m msflow_study gpu-session [--budget 510] [--train-seconds 220] [--out DIR] [--smoke]
     bash scripts/gpu_session.sh ...            # the same
 
-Processes that share the one GPU (small networks leave most of it idle, so several runs in parallel cost
-little more than one):
+Processes that share the GPU (small networks leave most of it idle, so several runs in parallel cost little more
+than one); on a machine with several GPUs they are spread over them in turn, each process on one GPU:
 
 1. per dataset, the ``gpu`` run (``--name``), its length (``train.max_steps``) fitted by a measured probe to
    ``--train-seconds`` (``--train-seconds-for DATASET=SECONDS`` for one dataset) so that the cosine schedule
@@ -177,6 +177,16 @@ def baselines_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _visible_gpus() -> list[str]:
+    """The GPUs this session may use, as ``CUDA_VISIBLE_DEVICES`` names them (every GPU of the machine by default)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
 def pack(out: Path, runs: Path, logs: list[Path], since: float, part_mb: float = 15, max_weights_mb: float = 8) -> None:
     """fp16 copies of the selected weights, then the results files written since ``since`` and the logs, as a
     split .tar.gz in ``out``."""
@@ -257,17 +267,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference:
         jobs.append(("worker", args.reference, "gpu-reference", 0))
     jobs += [("worker", *lever.split(":"), 0) for lever in args.levers]
+    gpus = _visible_gpus()
     procs = []
-    for role, ds, name, extras in jobs:
+    for k, (role, ds, name, extras) in enumerate(jobs):
         logf = logs_dir / f"{ds}-{name}.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if len(gpus) > 1:  # the processes are spread over the machine's GPUs, in turn
+            env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
         cmd = [sys.executable, "-m", "msflow_study.gpu_session", role, ds, "--name", name, "--deadline", str(deadline),
                "--extras", str(extras), "--train-seconds", str(seconds[ds]), "--draws", str(args.draws),
                "--ensemble", str(args.ensemble), "--baseline-epochs", str(args.baseline_epochs),
                "--mc-samples", str(args.mc_samples), "--per-class", str(args.per_class), "--device", args.device,
                "--data-root", args.data_root, "--runs-dir", str(runs)] + (["--smoke"] if args.smoke else [])
-        procs.append((logf, subprocess.Popen(cmd, stdout=logf.open("w"), stderr=subprocess.STDOUT, cwd=ROOT,
-                                             env={**os.environ, "PYTHONUNBUFFERED": "1"})))
-        log(f"started {ds}/{name} (log {logf.name})")
+        procs.append((logf, subprocess.Popen(cmd, stdout=logf.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)))
+        log(f"started {ds}/{name} (log {logf.name}" + (f", GPU {env['CUDA_VISIBLE_DEVICES']})" if len(gpus) > 1 else ")"))
     for logf, proc in procs:
         try:
             proc.wait(timeout=max(1.0, deadline + 10 - time.time()))

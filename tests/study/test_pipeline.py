@@ -177,3 +177,11 @@ def test_bad_arguments_are_errors_before_anything_runs(monkeypatch):
         pipeline.main(["--no-book", "chestxray"])
     with pytest.raises(SystemExit, match="'cpu-huge' is neither a run of the experiment files nor a recipe"):
         pipeline.main(["--no-book", "--name", "cpu-huge", "bloodmnist"])
+
+
+def test_the_gpu_session_spreads_its_processes_over_the_visible_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert gpu_session._visible_gpus() == ["2", "3"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert gpu_session._visible_gpus() == ["0", "1", "2", "3"]
