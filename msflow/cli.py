@@ -89,13 +89,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args) -> int:
-    from msflow.runs import evaluate_run
     from msflow.train import train
 
     cfg = make_config(args.dataset, args.recipe, parse_overrides(args.set), seed=args.seed)
     out = Path(args.out or f"runs/{cfg.data.dataset}-{args.recipe}")
     result = train(cfg, out, args.data_root, args.device, args.download, args.force)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: the main process reports and evaluates
+    return report_training(result, out, args)
+
+
+def report_training(result, out: Path, args) -> int:
+    """Print what a training run did and, unless ``args.no_eval``, evaluate it on the test split; under torchrun only
+    the main process does."""
+    from msflow.runs import evaluate_run
+
+    if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(f"trained {result.steps} steps ({result.images_seen} images) in {result.train_seconds:.0f} s; "
           f"best validation accuracy {result.best['val_acc']:.4f} at step {result.best['step']} -> {out}")

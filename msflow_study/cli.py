@@ -98,21 +98,13 @@ def _list(args) -> int:
 
 
 def _train(args) -> int:
-    from msflow.cli import print_metrics
-    from msflow.runs import evaluate_run
-    from msflow_study.registry import run_path, train_run
-
+    from msflow.cli import report_training
     from msflow_study.experiments import load
+    from msflow_study.registry import run_path, train_run
 
     result = train_run(args.name, args.dataset, args.runs_dir, args.data_root, args.device, args.download, args.force,
                        experiments=load(args.experiments))
-    out = run_path(args.runs_dir, args.dataset, args.name)
-    print(f"trained {result.steps} steps ({result.images_seen} images) in {result.train_seconds:.0f} s; "
-          f"best validation accuracy {result.best['val_acc']:.4f} at step {result.best['step']} -> {out}")
-    if not args.no_eval:
-        _, record = evaluate_run(out, "test", data_root=args.data_root, device=args.device, download=args.download)
-        print_metrics(record)
-    return 0
+    return report_training(result, run_path(args.runs_dir, args.dataset, args.name), args)
 
 
 def _choose_views(args) -> int:
