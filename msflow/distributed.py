@@ -23,8 +23,8 @@ import torch
 import torch.distributed as dist
 
 TIMEOUT_ENV = "MSFLOW_DIST_TIMEOUT"
-"""Seconds a collective may wait for the other processes before the run fails (default 1800): a process that died
-ends the run with an error, not a hang."""
+"""The environment variable that sets how many seconds a collective may wait for the other processes before the run
+fails, 1800 by default. A process that died thus ends the run with an error, not a hang."""
 
 
 @dataclass(frozen=True)
