@@ -219,7 +219,8 @@ def editions(runs_dir: str | os.PathLike, first: str, datasets: Iterable[str] = 
     """The rows of the results page: the editions (:data:`EDITIONS`) of which a finished run exists, in their order, and
     ``first`` (the run just executed) in its place among them, or before them if it is no edition, even without a run."""
     datasets = list(datasets)
-    found = [e for e in EDITIONS if e == first or our_results(runs_dir, e, datasets)]
+    found = [e for e in EDITIONS if e == first  # a run is there when its test record is; the pages read it
+             or any((run_path(runs_dir, ds, e) / "eval_test.json").exists() for ds in datasets)]
     return found if first in EDITIONS else [first] + found
 
 

@@ -185,3 +185,12 @@ def test_the_gpu_session_spreads_its_processes_over_the_visible_gpus(monkeypatch
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert gpu_session._visible_gpus() == ["0", "1", "2", "3"]
+
+
+def test_a_damaged_record_fails_the_pages_that_read_it_not_the_run_of_the_study(tmp_path, monkeypatch, capsys):
+    # the pipeline itself lists the editions without parsing records: a truncated results file fails the pages that
+    # read it (their committed copies are kept), with a message naming it, and the rest goes on
+    runs = tmp_path / "results"
+    (runs / "pneumoniamnist-cpu-ens").mkdir(parents=True)
+    (runs / "pneumoniamnist-cpu-ens" / "eval_test.json").write_text('{"metrics": {"mean"')
+    assert registry.editions(runs, "cpu") == ["cpu-ens", "cpu"]
