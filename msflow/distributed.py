@@ -66,6 +66,14 @@ class Context:
         if self.world > 1:
             dist.barrier()
 
+    def mine(self, batch: int) -> bool:
+        """Whether this process reads batch number ``batch`` of a split (the processes take the batches in turn)."""
+        return batch % self.world == self.rank
+
+    def merge(self, parts: dict) -> dict:
+        """The union of every process's ``{key: value}`` (itself for one)."""
+        return parts if self.world == 1 else {k: v for part in self.gather(parts) for k, v in part.items()}
+
 
 def context(device: torch.device) -> Context:
     """The processes this one trains with, from torchrun's environment, joining their group on first use.
@@ -88,6 +96,8 @@ def context(device: torch.device) -> Context:
     return Context(world, rank, local_rank)
 
 
-def process_device(device: torch.device, ctx: Context) -> torch.device:
-    """The device of this process: its own GPU (``cuda:<local_rank>``) when the run is on CUDA."""
-    return torch.device("cuda", ctx.local_rank) if device.type == "cuda" and ctx.world > 1 else device
+def join(device: torch.device) -> tuple[Context, torch.device]:
+    """The processes this one works with (:func:`context`) and this process's device: its own GPU
+    (``cuda:<local_rank>``) when the run is on CUDA under torchrun, else ``device``."""
+    ctx = context(device)
+    return ctx, torch.device("cuda", ctx.local_rank) if device.type == "cuda" and ctx.world > 1 else device

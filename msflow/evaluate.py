@@ -20,7 +20,7 @@ from msflow.config import EvalConfig
 from msflow.data import Split
 from msflow.distributed import Context
 from msflow.model import Components
-from msflow.sampler import classify, view_pairs
+from msflow.sampler import classify, label_noise, view_pairs
 
 
 @dataclass(frozen=True)
@@ -70,22 +70,20 @@ def predict(
     device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
     n = len(split) if limit <= 0 else min(limit, len(split))
-    world, rank = (ctx.world, ctx.rank) if ctx is not None else (1, 0)
+    ctx = ctx or Context()
     out_d = {}
     n_views = len(view_pairs(views))
     per_batch = max(1, batch_size // n_views)  # each view is a copy in the network's batch
     starts = range(0, n, per_batch)
     for b, i in enumerate(tqdm(starts, desc=f"classify {split.name}", disable=not progress, leave=False)):
-        if b % world != rank:  # another process's batch: its noise only, as classify would draw it
-            side = getattr(model, "resolution", split.images.shape[-1])
-            torch.randn(min(per_batch, n - i) * n_views, code.channels, side, side, generator=gen, device=device)
+        if not ctx.mine(b):  # another process's batch: its noise only
+            label_noise(min(per_batch, n - i) * n_views, code, (model.resolution,) * 2, gen, device)
             continue
         x = comps.prepare(split.images[i : i + per_batch].to(device))
         with bf16_autocast(device):
             c = classify(model, code, x, steps, solver, generator=gen, views=views)
         out_d[i] = c.distances.float().cpu()
-    if world > 1:
-        out_d = {i: d for part in ctx.gather(out_d) for i, d in part.items()}
+    out_d = ctx.merge(out_d)
     d = torch.cat([out_d[i] for i in sorted(out_d)]).numpy()
     return Predictions(d, d.argmin(1), d.min(1), split.labels[:n].numpy())
 

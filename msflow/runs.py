@@ -19,8 +19,6 @@ from msflow.sampler import Generation, generate
 from msflow.train import resolve_device
 from msflow.uncertainty import MultiPass, multi_pass
 
-
-
 CHECKPOINTS = ("best", "final")
 
 
@@ -53,8 +51,8 @@ def evaluate_run(
         The evaluation and the results record written to disk.
     """
     run_dir = Path(run_dir)
-    ctx = distributed.context(resolve_device(device))  # under torchrun the processes share the batches
-    loaded = load_run(run_dir, checkpoint, distributed.process_device(resolve_device(device), ctx))
+    ctx, device = distributed.join(resolve_device(device))  # under torchrun the processes share the batches
+    loaded = load_run(run_dir, checkpoint, device)
     cfg = loaded.config
     ecfg: EvalConfig = dataclasses.replace(cfg.eval, **(eval_overrides or {}))
     suffix = eval_suffix(split, checkpoint, ecfg.views)
@@ -139,8 +137,8 @@ def multi_pass_run(
     checkpoint is reused (its first ``draws``)."""
     run_dir = Path(run_dir)
     path = run_dir / f"multipass_{split}.npz"
-    ctx = distributed.context(resolve_device(device))  # under torchrun the processes share the batches
-    loaded = loaded or load_run(run_dir, "best", distributed.process_device(resolve_device(device), ctx))
+    ctx, device = distributed.join(resolve_device(device))  # under torchrun the processes share the batches
+    loaded = loaded or load_run(run_dir, "best", device)
     step = int(loaded.meta.get("step") or -1)
     if path.exists():
         with np.load(path) as z:

@@ -162,6 +162,14 @@ class Generation:
     nfe: int
 
 
+def label_noise(n: int, code: ClassCode, size: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The Gaussian label maps (of spatial ``size``) that :func:`classify` starts ``n`` images from. Drawing them without
+    classifying advances ``generator`` as classifying would, so that a process can skip another's batches
+    (:func:`msflow.evaluate.predict`)."""
+    return torch.randn(n, code.channels, *size, generator=generator, device=device, dtype=dtype)
+
+
 @torch.no_grad()
 def classify(
     v: Velocity,
@@ -186,7 +194,7 @@ def classify(
         if x.shape[-1] != x.shape[-2]:
             raise ValueError(f"readout views need square inputs, got {tuple(x.shape[-2:])}")
         x = torch.cat([t(x) for t, _ in pairs])
-    xi_y = torch.randn(x.shape[0], code.channels, *x.shape[2:], generator=generator, device=x.device, dtype=x.dtype)
+    xi_y = label_noise(x.shape[0], code, x.shape[2:], generator, x.device, x.dtype)
     sol = integrate(v, torch.cat([x, xi_y], dim=1), time_grid(steps, 1.0, 0.0), solver, keep_trajectory)
     c_x = x.shape[1]
     y_hat = sol.z[:, c_x:].float()

@@ -17,6 +17,7 @@ import shutil
 import signal
 import threading
 import time
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,16 +159,13 @@ def train(
         ValueError: the processes cannot share the batch evenly.
     """
     run_dir = Path(run_dir)
-    device = resolve_device(device)
-    ctx = distributed.context(device)
-    device = distributed.process_device(device, ctx)
+    ctx, device = distributed.join(resolve_device(device))
     if cfg.train.batch_size % ctx.world:
         raise ValueError(f"train.batch_size = {cfg.train.batch_size} cannot be shared evenly by {ctx.world} processes: "
                          f"start a number of processes that divides it, or set train.batch_size to a multiple of {ctx.world}")
-    if not ctx.main:
+    # the main process writes the folder: a second process training into it gets an error naming the first
+    with run_lock(run_dir) if ctx.main else contextlib.nullcontext():
         return _train(cfg, run_dir, data_root, device, download, force, progress and ctx.main, on_step, ctx)
-    with run_lock(run_dir):  # a second process training into this folder gets an error naming the first
-        return _train(cfg, run_dir, data_root, device, download, force, progress, on_step, ctx)
 
 
 def _train(cfg: RunConfig, run_dir: Path, data_root, device: torch.device, download: bool, force: bool, progress: bool,

@@ -16,7 +16,7 @@ import torch
 from msflow.data import Split
 from msflow.distributed import Context
 from msflow.model import Components
-from msflow.sampler import classify
+from msflow.sampler import classify, label_noise
 
 SCORES = ("distance", "margin", "mean_distance", "vote_disagreement", "map_spread")
 """Names of the uncertainty scores, the paper's first."""
@@ -55,13 +55,12 @@ def multi_pass(comps: Components, split: Split, draws: int, steps: int = 1, solv
     ``ctx`` as :func:`msflow.evaluate.predict` shares them: the same noise per image as on one process)."""
     device = next(comps.model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
-    world, rank = (ctx.world, ctx.rank) if ctx is not None else (1, 0)
+    ctx = ctx or Context()
     dist, spread = {}, {}
     for b, i in enumerate(range(0, len(split), batch_size)):
-        if b % world != rank:  # another process's batch: its noise only
-            side = getattr(comps.model, "resolution", split.images.shape[-1])
+        if not ctx.mine(b):  # another process's batch: its noise only
             for _ in range(draws):
-                torch.randn(min(batch_size, len(split) - i), comps.code.channels, side, side, generator=gen, device=device)
+                label_noise(min(batch_size, len(split) - i), comps.code, (comps.model.resolution,) * 2, gen, device)
             continue
         x = comps.prepare(split.images[i : i + batch_size].to(device))
         mean = m2 = None  # Welford's running mean and sum of squared deviations of the maps
@@ -79,8 +78,7 @@ def multi_pass(comps: Components, split: Split, draws: int, steps: int = 1, solv
             d.append(c.distances.float().cpu())
         spread[i] = torch.stack(s)
         dist[i] = torch.stack(d)
-    if world > 1:
-        dist, spread = ({i: t for part in ctx.gather(parts) for i, t in part.items()} for parts in (dist, spread))
+    dist, spread = ctx.merge(dist), ctx.merge(spread)
     order = sorted(dist)
     return MultiPass(torch.cat([dist[i] for i in order], dim=1).numpy(), torch.cat([spread[i] for i in order], dim=1).numpy(),
                      split.labels.numpy())
