@@ -74,7 +74,7 @@ class RunEntry:
 
     @property
     def where(self) -> str:
-        return f"{_rel(self.file)}, run {self.name!r}"
+        return f"{relative(self.file)}, run {self.name!r}"
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class Experiments:
     def entry(self, name: str) -> RunEntry:
         """The run entry ``name``; an error lists the names that exist."""
         if name not in self.runs:
-            raise ExperimentError(f"no run {name!r} in the experiment files of {_rel(self.folder)}; "
+            raise ExperimentError(f"no run {name!r} in the experiment files of {relative(self.folder)}; "
                                   f"runs there: {', '.join(sorted(self.runs)) or 'none'}")
         return self.runs[name]
 
@@ -176,18 +176,18 @@ def load(folder: str | Path = EXPERIMENTS_DIR) -> Experiments:
         try:
             doc = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as err:
-            raise ExperimentError(f"{_rel(path)} is not valid TOML ({err}); fix the file") from err
-        _check_keys(doc, FILE_KEYS, f"{_rel(path)}")
+            raise ExperimentError(f"{relative(path)} is not valid TOML ({err}); fix the file") from err
+        _check_keys(doc, FILE_KEYS, f"{relative(path)}")
         question = doc.get("question")
         if not isinstance(question, str) or not question.strip():
-            raise ExperimentError(f"{_rel(path)} has no question = \"...\" line; say what its runs ask")
+            raise ExperimentError(f"{relative(path)} has no question = \"...\" line; say what its runs ask")
         for name, raw in doc.get("runs", {}).items():
-            where = f"{_rel(path)}, run {name!r}"
+            where = f"{relative(path)}, run {name!r}"
             if name in runs:
-                raise ExperimentError(f"{where} is also defined in {_rel(runs[name].file)}; a run name is defined once")
+                raise ExperimentError(f"{where} is also defined in {relative(runs[name].file)}; a run name is defined once")
             runs[name] = _run_entry(name, path, question, raw, where)
         for name, raw in doc.get("ensembles", {}).items():
-            where = f"{_rel(path)}, ensemble {name!r}"
+            where = f"{relative(path)}, ensemble {name!r}"
             if name in ensembles or name in runs:
                 raise ExperimentError(f"{where} is defined twice; a name is defined once")
             _check_keys(raw, ENSEMBLE_KEYS, where)
@@ -204,7 +204,7 @@ def load(folder: str | Path = EXPERIMENTS_DIR) -> Experiments:
         for flag, names in ens.members.items():
             for n in names:
                 if n not in runs:
-                    raise ExperimentError(f"{_rel(ens.file)}, ensemble {ens.name!r}: member {n!r} is no run of the experiment files")
+                    raise ExperimentError(f"{relative(ens.file)}, ensemble {ens.name!r}: member {n!r} is no run of the experiment files")
     return exp
 
 
@@ -237,7 +237,8 @@ def _check_keys(raw: Any, allowed: set[str], where: str) -> None:
         raise ExperimentError(f"{where}: unknown keys {unknown}; allowed: {sorted(allowed)}")
 
 
-def _rel(path: Path) -> str:
+def relative(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it, as messages and records name files."""
     try:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:

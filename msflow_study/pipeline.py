@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 ok = False
                 break
             changed |= bool(done)
-    with_data = [f for f in STUDY_DATASETS if f not in missing and registry_data_ok(f, args.data_root)]
+    with_data = any(f not in missing and data_status(f, args.data_root or None) == "ok" for f in STUDY_DATASETS)
     # the pages that only read runs are executed again when a page of a run was, or when asked to (--force, --compare)
     quick = changed or args.force
     done = execute("data", EXECUTED / "data.ipynb", {"data_root": args.data_root}, args.force, log)
@@ -274,10 +274,6 @@ def main(argv: list[str] | None = None) -> int:
 
 EXPLORER_RUN = "gpu"
 """The run the explore page loads (its committed page shows it)."""
-
-
-def registry_data_ok(flag: str, data_root: str) -> bool:
-    return data_status(flag, data_root or None) == "ok"
 
 
 if __name__ == "__main__":

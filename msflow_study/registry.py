@@ -18,7 +18,7 @@ from msflow.data import STUDY_DATASETS, DataError, get_info, locate
 from msflow.files import read_json, write_json
 from msflow.model import ConfigMismatchError
 
-from msflow_study.experiments import Experiments, ExperimentError, load, recipe_overrides
+from msflow_study.experiments import Experiments, ExperimentError, load, recipe_overrides, relative
 
 RECORD_FILE = "run.json"
 
@@ -86,7 +86,7 @@ def run_record(name: str, dataset: str, cfg: RunConfig, experiments: Experiments
     flag = get_info(dataset).flag
     if name in experiments.runs:
         entry, recipe = experiments.entry(name), experiments.recipe(name)
-        origin = {"experiment": _rel(entry.file), "question": entry.question, "base": entry.base, "why": entry.why}
+        origin = {"experiment": relative(entry.file), "question": entry.question, "base": entry.base, "why": entry.why}
     elif name in RECIPES:
         recipe, origin = name, {"experiment": None, "question": None, "base": name, "why": f"the recipe {name} as it is"}
     else:
@@ -158,12 +158,12 @@ def migrate(runs_dir: str | os.PathLike, experiments: Experiments | None = None,
             recorded = RunConfig.from_dict(read_json(folder / "config.json"))
             entry_cfg = exp.config(name, flag) if name in exp.runs else None
             if entry_cfg is None:
-                raise ExperimentError(f"{folder} has no entry {name!r} in the experiment files of {_rel(exp.folder)}: "
+                raise ExperimentError(f"{folder} has no entry {name!r} in the experiment files of {relative(exp.folder)}: "
                                       "add one (base, set, seed, datasets, why) or move the folder out of the runs")
             diff = {k: v for k, v in config_diff(entry_cfg, recorded).items() if k != "recipe"}
             if diff:
                 raise ExperimentError(f"{folder} records another configuration than its entry {name!r} in "
-                                      f"{_rel(exp.entry(name).file)} ("
+                                      f"{relative(exp.entry(name).file)} ("
                                       + "; ".join(f"{k}: {b!r} recorded, {a!r} in the entry" for k, (a, b) in diff.items()) + ")")
             train = read_json(folder / "train.json") if (folder / "train.json").exists() else {}
             commit = train.get("provenance", {}).get("git_commit", "not recorded")
@@ -181,8 +181,8 @@ def ensemble_record(name: str, dataset: str, experiments: Experiments) -> dict[s
     ens = experiments.ensembles[name]
     flag = get_info(dataset).flag
     if flag not in ens.members:
-        raise ExperimentError(f"{_rel(ens.file)}, ensemble {name!r} has no members on {flag}")
-    return {"run": f"{flag}-{name}", "name": name, "dataset": flag, "experiment": _rel(ens.file), "question": ens.question,
+        raise ExperimentError(f"{relative(ens.file)}, ensemble {name!r} has no members on {flag}")
+    return {"run": f"{flag}-{name}", "name": name, "dataset": flag, "experiment": relative(ens.file), "question": ens.question,
             "why": ens.why, "members": list(ens.members[flag]),
             "command": f"python -m msflow_study ensemble {name} --dataset {flag}"}
 
@@ -194,12 +194,6 @@ def _split_folder(folder: str) -> tuple[str, str]:
         return get_info(flag).flag, name
     except ValueError as err:
         raise ExperimentError(f"run folder {folder!r} is not named <dataset>-<run>: {err}") from err
-
-
-def _rel(path: Path) -> str:
-    from msflow_study.experiments import _rel as rel
-
-    return rel(path)
 
 
 def data_status(dataset: str, root: str | None, size: int = 28) -> str:
