@@ -21,6 +21,9 @@ SOLVER_NAMES = ("euler", "midpoint", "heun", "rk4")
 """The ODE solvers of ``msflow.sampler.SOLVERS``."""
 VIEW_NAMES = ("none", "flips", "dihedral")
 """The readout views of ``msflow.sampler.VIEWS``."""
+SPEED_FIELDS = ("train.compile", "train.channels_last")
+"""The fields that change how fast a run trains, not what it computes (up to float rounding): a run resumes with
+other values of them."""
 
 
 def _check(section: Any, name: str, ok: bool, allowed: str) -> None:
@@ -137,6 +140,10 @@ class TrainConfig:
         bf16: bfloat16 autocast on CUDA.
         cpu_bf16: bfloat16 autocast in training on the CPU too (off in the reference, and in every CPU run
             recorded before it existed; ``bf16`` alone leaves CPU training in fp32).
+        compile: ``torch.compile`` the network for training. Off by default: on the CPU it trains every network more
+            slowly and takes a minute or more to compile (``benchmarks/throughput.py`` measures it on your device).
+        channels_last: keep the network's weights and inputs in channels-last memory order. Off by default: on the
+            CPU it trains more slowly (measured as ``compile``).
         eval_every: steps between validation evaluations (0: at the end only).
         val_samples: validation images per evaluation (0: the whole split).
         select: validation metric that picks the saved "best" weights: ``"acc"`` or ``"auc"``.
@@ -154,6 +161,8 @@ class TrainConfig:
     grad_clip: float = 0.0
     bf16: bool = True
     cpu_bf16: bool = False
+    compile: bool = False
+    channels_last: bool = False
     eval_every: int = 0
     val_samples: int = 0
     select: str = "acc"

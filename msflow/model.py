@@ -18,7 +18,7 @@ from diffusers import UNet2DModel
 from torch import nn
 
 from msflow.codes import ClassCode, make_code
-from msflow.config import ModelConfig, RunConfig, config_diff
+from msflow.config import SPEED_FIELDS, ModelConfig, RunConfig, config_diff
 from msflow.data import DatasetInfo, get_info, to_model_input
 from msflow.files import torch_save
 
@@ -207,8 +207,8 @@ def load_weights(path: str | os.PathLike, device: torch.device | str = "cpu", ex
 
 
 def check_compatible(found: RunConfig, expected: RunConfig, what: str, sections: tuple[str, ...] = ("data", "model", "flow", "latent")) -> None:
-    """Raise :class:`ConfigMismatchError` if the configs differ in ``sections``."""
-    diff = {k: v for k, v in config_diff(found, expected).items() if k.split(".")[0] in sections}
+    """Raise :class:`ConfigMismatchError` if the configs differ in ``sections`` (beyond the :data:`SPEED_FIELDS`)."""
+    diff = {k: v for k, v in config_diff(found, expected).items() if k.split(".")[0] in sections and k not in SPEED_FIELDS}
     if diff:
         lines = "; ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in diff.items())
         raise ConfigMismatchError(

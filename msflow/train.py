@@ -110,7 +110,7 @@ def train_autocast(tc: TrainConfig, device: torch.device) -> torch.autocast:
     """The autocast of a training step: bfloat16 on CUDA when ``tc.bf16``, on the CPU when ``tc.cpu_bf16``, else off.
 
     On the CPU, bfloat16 needs hardware support (AVX512-BF16 or AMX) to pay; time both settings back to back on your
-    machine (``benchmarks/throughput.py --set train.cpu_bf16=true``), as the book's measurement of it was made.
+    machine (``benchmarks/recipe_cost.py --set train.cpu_bf16=true``), as the book's measurement of it was made.
     """
     on = tc.bf16 if device.type == "cuda" else tc.cpu_bf16 and device.type == "cpu"
     return torch.autocast("cuda" if device.type == "cuda" else "cpu", dtype=torch.bfloat16, enabled=on)
@@ -184,6 +184,8 @@ def _train(cfg: RunConfig, run_dir: Path, data_root, device: torch.device, downl
     val_split = load_split(cfg.data.dataset, "val", cfg.data.size, data_root, download)
     comps = build(cfg, device)
     model, code = comps.model.to(device), comps.code
+    if tc.channels_last:  # the EMA copy and the checkpoints follow; a checkpoint loads into either order
+        model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     ema_comps = dataclasses.replace(comps, model=ema)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=device.type == "cuda")
@@ -281,6 +283,8 @@ def _train(cfg: RunConfig, run_dir: Path, data_root, device: torch.device, downl
             net = model
             if ctx.world > 1:  # averages the gradients of the processes' shares
                 net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            if tc.compile:  # compiled at the first step; ``model`` keeps the weights and their names
+                net = torch.compile(net)
             while step < total:
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total, tc.lr, tc.warmup_frac)

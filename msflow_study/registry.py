@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from msflow.config import RunConfig, config_diff
+from msflow.config import SPEED_FIELDS, RunConfig, apply_overrides, config_diff
 from msflow.data import STUDY_DATASETS, DataError, get_info, locate
 from msflow.files import read_json, write_json
 from msflow.model import ConfigMismatchError
@@ -42,7 +42,7 @@ def run_config(name: str, dataset: str, overrides: dict[str, Any] | None = None,
                experiments: Experiments | None = None) -> RunConfig:
     """The configuration of run ``name`` on ``dataset``: its experiment entry's, else the recipe ``name``; then
     ``overrides``."""
-    from msflow.config import RECIPES, apply_overrides, make_config
+    from msflow.config import RECIPES, make_config
 
     exp = experiments or load()
     if name in exp.runs:
@@ -57,7 +57,8 @@ def run_config(name: str, dataset: str, overrides: dict[str, Any] | None = None,
 
 def recorded_config(run: str | os.PathLike, cfg: RunConfig) -> RunConfig:
     """The configuration the run folder records when it differs from ``cfg`` at most in the fields a time box fits
-    (:data:`TIME_BOX_FIELDS`, printed) and in its recipe's name; ``cfg`` when the folder has none.
+    (:data:`TIME_BOX_FIELDS`, printed) and in its recipe's name; ``cfg`` when the folder has none. The speed fields
+    (``msflow.config.SPEED_FIELDS``) are those of ``cfg``: a run may go on faster than it started.
 
     Raises:
         ConfigMismatchError: the folder holds a run of another configuration; the message lists the differences.
@@ -66,6 +67,7 @@ def recorded_config(run: str | os.PathLike, cfg: RunConfig) -> RunConfig:
     if not path.exists():
         return cfg
     found = RunConfig.from_dict(read_json(path))
+    found = apply_overrides(found, {k: v for k, (v, _) in config_diff(cfg, found).items() if k in SPEED_FIELDS})
     diff = {k: v for k, v in config_diff(cfg, found).items() if k != "recipe"}
     other = {k: v for k, v in diff.items() if k not in TIME_BOX_FIELDS}
     if other:

@@ -121,6 +121,25 @@ def test_resuming_with_another_config_is_refused(tmp_path, synthetic_root):
         training.train(_cfg(**{"train.max_steps": 2, "train.lr": 1.0}), tmp_path, synthetic_root, "cpu", progress=False)
 
 
+def test_channels_last_trains_the_same_run_and_may_change_on_resume(tmp_path, synthetic_root):
+    """channels_last changes the memory order, not the arithmetic's meaning: the weights agree to float rounding; a run
+    started without it goes on with it (a speed field is no mismatch), while any other change is still refused."""
+    straight = training.train(_cfg(), tmp_path / "a", synthetic_root, "cpu", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(_cfg(), tmp_path / "b", synthetic_root, "cpu", progress=False, on_step=_interrupt_at(7, KeyboardInterrupt()))
+    fast = _cfg(**{"train.channels_last": True, "train.compile": False})
+    resumed = training.train(fast, tmp_path / "b", synthetic_root, "cpu", progress=False)
+    assert resumed.steps == straight.steps == 12
+    a = load_weights(tmp_path / "a" / "final.pt").components.model.state_dict()
+    b = load_weights(tmp_path / "b" / "final.pt").components.model.state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    training.train(_cfg(**{"train.channels_last": True}), tmp_path / "c", synthetic_root, "cpu", progress=False)
+    c = load_weights(tmp_path / "c" / "final.pt").components.model.state_dict()
+    assert max((a[k] - c[k]).abs().max().item() for k in a) < 1e-4
+    with pytest.raises(ConfigMismatchError, match="train.lr"):
+        training.train(_cfg(**{"train.channels_last": True, "train.lr": 1.0}), tmp_path / "b", synthetic_root, "cpu", progress=False)
+
+
 def test_train_autocast_follows_the_config():
     layer, x, cpu = torch.nn.Linear(4, 4), torch.randn(2, 4), torch.device("cpu")
     fp32 = make_config("bloodmnist", "cpu").train

@@ -24,6 +24,10 @@ def test_recorded_config_of_a_time_boxed_run(tmp_path, small_root, capsys):
     with pytest.raises(ConfigMismatchError, match=r"another configuration .*model.base_channels: 8 there, 16 asked"):
         registry.recorded_config(tmp_path / "pneumoniamnist-smoke", make_config("pneumoniamnist", "cpu"))
     assert registry.recorded_config(tmp_path / "missing", asked) is asked
+    # the speed fields are the asker's: the recorded run goes on compiled, in channels-last order
+    fast = make_config("pneumoniamnist", "smoke", {"train.compile": True, "train.channels_last": True})
+    found = registry.recorded_config(tmp_path / "pneumoniamnist-smoke", fast)
+    assert found.train.compile and found.train.channels_last and found.train.max_steps == 6
 
 
 def test_gpu_session_packs_new_results_in_parts(tmp_path, run):
