@@ -186,3 +186,18 @@ def recall_from_confusion(confusion) -> list[float | None]:
 def per_class_recall(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float | None]:
     """Recall of each class (share of its images predicted as it); ``None`` for a class with no images."""
     return recall_from_confusion(confusion_matrix(pred, labels, num_classes))
+
+
+def bootstrap_se(distances: np.ndarray, labels: np.ndarray, resamples: int = 200, seed: int = 0) -> dict[str, float]:
+    """The standard error that the finite test set puts on accuracy and on the paper's AUC: their standard deviation
+    over ``resamples`` draws of the images with replacement (seeded). For accuracy it approaches the binomial
+    ``sqrt(p (1 - p) / n)``."""
+    d, y = np.asarray(distances), np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    pred = d.argmin(1)
+    acc, auc = [], []
+    for _ in range(resamples):
+        i = rng.integers(0, len(y), len(y))
+        acc.append(accuracy(pred[i], y[i]))
+        auc.append(auc_distance(d[i], y[i]))
+    return {"acc": float(np.std(acc, ddof=1)), "auc_paper": float(np.std(auc, ddof=1))}

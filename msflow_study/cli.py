@@ -59,9 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("migrate", help="write the run.json of every recorded run from its files (idempotent)")
     m.add_argument("--runs-dir", default=str(RUNS))
 
-    r = sub.add_parser("readme", help="write the README's headline results table from the records")
+    r = sub.add_parser("readme", help="write the headline results table of the README and the book's first page from the records")
     r.add_argument("--runs-dir", default=str(RUNS))
-    r.add_argument("--check", action="store_true", help="only check that the README's table is the records' (exit 1 if not)")
+    r.add_argument("--check", action="store_true", help="only check that those tables are the records' (exit 1 if not)")
 
     for q in (lst, t, n, m):
         q.add_argument("--experiments", default=str(EXPERIMENTS_DIR), help="folder of the experiment files (default: experiments/)")
@@ -151,20 +151,28 @@ def _migrate(args) -> int:
     return 0
 
 
+HEADLINE_PAGES = ("README.md", "book/intro.md")
+"""The pages that open with the study at a glance (:func:`msflow_study.report.headline_table`)."""
+
+
 def _readme(args) -> int:
     from msflow_study.report import headline_table, readme_with_headline
 
-    path = ROOT / "README.md"
-    text = path.read_text()
-    new = readme_with_headline(text, headline_table(args.runs_dir))
-    if args.check:
+    table, stale = headline_table(args.runs_dir), []
+    for name in HEADLINE_PAGES:
+        path = ROOT / name
+        text = path.read_text()
+        new = readme_with_headline(text, table)
         if new != text:
-            print("README.md: the headline table differs from the records; run python -m msflow_study readme", file=sys.stderr)
-            return 1
-        return 0
-    if new != text:
-        path.write_text(new)
-    print(f"README.md: headline table {'written' if new != text else 'unchanged'}")
+            stale.append(name)
+            if not args.check:
+                path.write_text(new)
+        if not args.check:
+            print(f"{name}: headline table {'written' if new != text else 'unchanged'}")
+    if args.check and stale:
+        print(f"{', '.join(stale)}: the headline table differs from the records; run python -m msflow_study readme",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -387,36 +387,62 @@ README_END = "<!-- end of headline results -->"
 
 
 def headline_table(runs_dir: str | os.PathLike, ensemble: str = "cpu-ens", datasets: Iterable[str] = STUDY_DATASETS) -> str:
-    """The README's headline results as a Markdown table, every number read from the records: per dataset with a
-    recorded ``ensemble``, the paper's MedSymmFlow (28), one of our networks (mean ± standard deviation over the
-    ensemble's seeds, each read once), the seeds read together (with the readout views chosen on validation), the
-    MedMNIST ResNet-18 (28) and our training cost. Test accuracy / AUC (the paper's distance AUC for ours), in %."""
+    """The study at a glance, as a Markdown table with every number read from the records: per dataset with a
+    recorded ``ensemble``, the paper's MedSymmFlow (28); one of our networks (mean ± standard deviation over the
+    ensemble's seeds, each read once); the seeds read together (with the readout views chosen on validation); the
+    MedMNIST ResNet-18 (28); our networks' size and training against the paper's; and the verdict of
+    :func:`verdict`. Test accuracy / AUC (the paper's distance AUC for ours), in %."""
     import numpy as np
 
-    rows = ["| dataset | paper: MedSymmFlow (28) | ours: one network, mean ± sd over seeds | ours: the seeds together "
-            "| ResNet-18 (28), MedMNIST | our training (all seeds) |", "|---|---|---|---|---|---|"]
+    from msflow import metrics
+    from msflow.config import make_config
+    from msflow.model import build
+
+    rows = ["| dataset | paper (28) | ours: one network, mean ± sd over seeds | ours: the seeds together "
+            "| ResNet-18 (28) | size and training: ours / paper | does it reproduce? |", "|---|---|---|---|---|---|---|"]
     for ds in datasets:
-        flag, title = get_info(ds).flag, get_info(ds).title
-        ens = run_path(runs_dir, flag, ensemble)
+        info = get_info(ds)
+        ens = run_path(runs_dir, info.flag, ensemble)
         if not (ens / "eval_test.json").exists():
             continue
         record = read_json(ens / "eval_test.json")
         chosen = (read_json(ens / "readout.json")["test"]["mean"] if (ens / "readout.json").exists()
                   else record["metrics"]["mean"])
-        members = [read_json(run_path(runs_dir, flag, m["run"].partition("-")[2]) / "eval_test.json")["metrics"]["mean"]
+        members = [read_json(run_path(runs_dir, info.flag, m["run"].partition("-")[2]) / "eval_test.json")["metrics"]["mean"]
                    for m in record["ensemble"]["members"]]
         one = {k: np.array([m[k] for m in members]) for k in ("acc", "auc_paper")}
-        auc, acc = TABLE1[PAPER_MODEL_28][flag]
-        r_auc, r_acc = TABLE1["ResNet-18 (28)"][flag]
+        auc, acc = TABLE1[PAPER_MODEL_28][info.flag]
+        r_auc, r_acc = TABLE1["ResNet-18 (28)"][info.flag]
         t = record["training"]
+        paper = make_config(info.flag, "paper")
+        epochs = t["images_seen"] / len(members) / info.n_samples["train"]
+        passes = np.load(ens / "predictions_test.npz")
+        se = metrics.bootstrap_se(passes["distances"][0], passes["labels"])
         rows.append(
-            f"| {title} | {acc:.1f} / {auc:.1f} "
+            f"| {info.title} | {acc:.1f} / {auc:.1f} "
             f"| {pct(one['acc'].mean(), one['acc'].std(ddof=1))} / {pct(one['auc_paper'].mean(), one['auc_paper'].std(ddof=1))} "
             f"({len(members)} seeds of `{members_run(record)}`) "
             f"| {pct(chosen['acc'])} / {pct(chosen['auc_paper'])} | {r_acc:.1f} / {r_auc:.1f} "
-            f"| {len(members)} × {t['parameters'] / len(members) / 1e6:.1f} M parameters, {t['train_seconds'] / 60:.0f} min "
-            f"on {t['device'] or 'several machines'} |")
+            f"| {len(members)} × {t['parameters'] / len(members) / 1e6:.1f} M parameters, {epochs:.0f} epochs each, "
+            f"{t['train_seconds'] / 60:.0f} min on {t['device'] or 'several machines'} / "
+            f"{build(paper).model.num_parameters() / 1e6:.1f} M parameters, {paper.train.epochs:.0f} epochs "
+            f"| {verdict({'acc': one['acc'].mean(), 'auc_paper': one['auc_paper'].mean()}, {'acc': acc / 100, 'auc_paper': auc / 100}, se)} |")
     return "\n".join(rows)
+
+
+def verdict(ours: dict[str, float], paper: dict[str, float], se: dict[str, float]) -> str:
+    """Whether our accuracy and AUC (fractions) reproduce the paper's: both at or above them ("yes"), each at most one
+    standard error of the test set ``se`` below ("within one standard error of the test set"), or not, with the
+    metrics that fall short, by how much and the standard error."""
+    gaps = {k: paper[k] - ours[k] for k in ("acc", "auc_paper")}
+    names = {"acc": "ACC", "auc_paper": "AUC"}
+    if all(g <= 0 for g in gaps.values()):
+        return "yes: ACC and AUC at or above the paper's"
+    short = {k: g for k, g in gaps.items() if g > se[k]}
+    if not short:
+        return "within one standard error of the test set (" + ", ".join(
+            f"{names[k]} {100 * g:.1f} pt below, SE {100 * se[k]:.1f}" for k, g in gaps.items() if g > 0) + ")"
+    return "no: " + ", ".join(f"{names[k]} {100 * g:.1f} pt below (SE {100 * se[k]:.1f})" for k, g in short.items())
 
 
 def readme_with_headline(text: str, table: str) -> str:

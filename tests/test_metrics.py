@@ -113,3 +113,17 @@ def test_softmax_by_hand_over_the_class_axis():
     p = metrics.softmax(stacked)
     assert p.shape == (2, 2, 2) and np.allclose(p.sum(-1), 1)
     assert p[1] == pytest.approx(np.array([[0.5, 0.5], [0.25, 0.75]]))
+
+
+def test_bootstrap_se_approaches_the_binomial_standard_error():
+    rng = np.random.default_rng(3)
+    n, p = 2000, 0.8
+    labels = rng.integers(0, 3, n)
+    right = rng.random(n) < p
+    d = rng.random((n, 3)) + 1.0
+    d[np.arange(n), np.where(right, labels, (labels + 1) % 3)] = 0.0  # the nearest class is right with probability p
+    se = metrics.bootstrap_se(d, labels, resamples=400)
+    acc = metrics.accuracy(d.argmin(1), labels)
+    assert abs(se["acc"] - np.sqrt(acc * (1 - acc) / n)) < 0.1 * np.sqrt(acc * (1 - acc) / n)
+    assert 0 < se["auc_paper"] < 0.02
+    assert metrics.bootstrap_se(d, labels, resamples=50, seed=1) == metrics.bootstrap_se(d, labels, resamples=50, seed=1)

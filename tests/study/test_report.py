@@ -119,3 +119,22 @@ def test_the_readme_s_headline_table_is_the_records():
     # the ensemble's number is its record's, to one decimal
     blood = json.loads((ROOT / "results" / "bloodmnist-cpu-ens" / "eval_test.json").read_text())["metrics"]["mean"]
     assert f"| {100 * blood['acc']:.1f} / {100 * blood['auc_paper']:.1f} |" in rows[1]
+
+
+@pytest.mark.parametrize("ours, expected", [
+    ({"acc": 0.90, "auc_paper": 0.96}, "yes: ACC and AUC at or above the paper's"),
+    ({"acc": 0.875, "auc_paper": 0.96}, "within one standard error of the test set (ACC 0.5 pt below, SE 1.3)"),
+    ({"acc": 0.864, "auc_paper": 0.950}, "no: ACC 1.6 pt below (SE 1.3)"),
+    ({"acc": 0.80, "auc_paper": 0.90}, "no: ACC 8.0 pt below (SE 1.3), AUC 5.2 pt below (SE 0.8)"),
+])
+def test_verdict_against_the_paper_by_the_test_sets_standard_error(ours, expected):
+    assert report.verdict(ours, {"acc": 0.88, "auc_paper": 0.952}, {"acc": 0.013, "auc_paper": 0.008}) == expected
+
+
+def test_the_books_first_page_opens_with_the_same_table():
+    intro = (ROOT / "book" / "intro.md").read_text()
+    table = report.headline_table(ROOT / "results")
+    assert report.readme_with_headline(intro, table) == intro, "run python -m msflow_study readme"
+    assert intro.index(report.README_START) < intro.index("## ")  # before the first section: the answer first
+    verdicts = [row.rsplit(" | ", 1)[1] for row in table.splitlines()[2:]]
+    assert len(verdicts) == 3 and all(v.startswith(("yes:", "no:", "within one standard error")) for v in verdicts)
