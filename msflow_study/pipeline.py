@@ -22,6 +22,7 @@ import papermill as pm
 
 from msflow.data import STUDY_DATASETS, get_info
 from msflow_study.executor import execute_notebook
+from msflow_study.pages import dataset_page, glued_runs, page_title, tidy_file
 from msflow_study.experiments import load
 from msflow_study.registry import EDITIONS, data_status, editions, run_config, run_path
 
@@ -31,7 +32,6 @@ EXECUTED = ROOT / "book" / "executed"
 RUNS = "../results"  # as seen from notebooks/, where papermill runs them
 STAGES = ("train", "evaluate", "generate")
 EXTRAS = ("uncertainty", "fidelity")  # heavier: ResNet-18 baselines and sample sweeps; run with --extra
-TITLES = {"uncertainty": "uncertainty vs baselines", "fidelity": "generation metrics"}
 
 TOC_HEAD = """\
 # Written by msflow_study/pipeline.py from the runs that exist; edit the template there.
@@ -55,6 +55,10 @@ parts:
     chapters:
       - file: book/reproducing
       - file: book/api
+  - caption: Appendix
+    chapters:
+      - file: book/levers
+      - file: book/references
 """
 
 
@@ -97,6 +101,7 @@ def execute(name: str, out: Path, params: dict, force: bool, log: list[str], cel
         left = "its committed copy is kept" if out.exists() else "the book has no such page"
         log.append(f"FAILED {name} {params}: {reason} (partial notebook in {kept.relative_to(ROOT)}; {left})")
         return False
+    tidy_file(scratch, WORK / "executing")
     if out.exists() and same_page(scratch.read_text(), out.read_text()):
         scratch.unlink()
         log.append(f"executed {out.relative_to(ROOT)} in {time.time() - t0:.0f} s: the same page as before, kept as it was")
@@ -137,24 +142,38 @@ def _normalised(text: str):
 
 
 def write_toc() -> bool:
-    """List the executed pages under the results chapter: per dataset, the pages of every run executed here
-    (``book/executed/<flag>-<run>/``), the book's editions first in their order (:data:`~msflow_study.registry.EDITIONS`),
-    then its recipe comparison. The file is rewritten only when its content changes; True if it was."""
-    entries = []
+    """Write the results chapter's contents: per dataset, its page (``book/datasets/<flag>.md``: a tab per run with its
+    test numbers and links, see :func:`msflow_study.pages.dataset_page`) and, under it, the pages of every run executed
+    here (``book/executed/<flag>-<run>/``), the book's editions first in their order
+    (:data:`~msflow_study.registry.EDITIONS`), then its recipe comparison. A file is rewritten only when its content
+    changes; True if one was."""
+    entries, changed = [], False
     for ds in STUDY_DATASETS:
         info = get_info(ds)
         done = sorted(f.name[len(info.flag) + 1:] for f in EXECUTED.glob(f"{info.flag}-*") if f.is_dir())
         names = [e for e in EDITIONS if e in done] + [p for p in done if p not in EDITIONS]
-        pages = [(f"{info.flag}-{p}/{stage}", f"{info.title}, {p}: {TITLES.get(stage, stage)}")
-                 for p in names for stage in STAGES + EXTRAS]
-        pages.append((f"{info.flag}-recipes", f"{info.title}: recipes compared"))
-        entries += [f"          - file: book/executed/{page}\n            title: \"{title}\""
-                    for page, title in pages if (EXECUTED / f"{page}.ipynb").exists()]
+        pages = [f"{info.flag}-{p}/{stage}" for p in names for stage in STAGES + EXTRAS] + [f"{info.flag}-recipes"]
+        pages = [page for page in pages if (EXECUTED / f"{page}.ipynb").exists()]
+        if not pages:
+            continue
+        quoted = glued_runs(EXECUTED / f"{info.flag}-recipes.ipynb")
+        recorded = [e for e in EDITIONS if e in quoted and (ROOT / "results" / f"{info.flag}-{e}" / "eval_test.json").exists()]
+        runs = [e for e in EDITIONS if e in names or e in recorded] + [p for p in names if p not in EDITIONS]
+        stages = {p: [s for s in STAGES + EXTRAS if (EXECUTED / f"{info.flag}-{p}" / f"{s}.ipynb").exists()] for p in names}
+        text = dataset_page(info.flag, runs, stages, quoted, (EXECUTED / f"{info.flag}-recipes.ipynb").exists())
+        changed |= _write_if_changed(ROOT / "book" / "datasets" / f"{info.flag}.md", text)
+        entries.append(f"          - file: book/datasets/{info.flag}\n            title: \"{info.title}: the runs\"\n"
+                       f"            sections:")
+        entries += [f"              - file: book/executed/{page}\n                title: \"{page_title(page)}\"" for page in pages]
     toc = TOC_HEAD.format(runs="\n".join(entries)).replace("        sections:\n\n", "\n")
-    path = ROOT / "_toc.yml"
-    if path.exists() and path.read_text() == toc:
+    return _write_if_changed(ROOT / "_toc.yml", toc) or changed
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    if path.exists() and path.read_text() == text:
         return False
-    path.write_text(toc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
     return True
 
 
@@ -257,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
                       "data_root": args.data_root}, quick, log, cell_timeout=QUICK_CELL_TIMEOUT) is not False
     else:
         log.append("skipped the explore page: it needs the data of one dataset at least (its committed copy is kept)")
+    tidied = [p for p in sorted(EXECUTED.rglob("*.ipynb")) if tidy_file(p, EXECUTED)]
+    if tidied:
+        log.append(f"tidied {len(tidied)} committed pages (parameters cells out of the book, titles, settings tables)")
     if write_toc():
         log.append("wrote _toc.yml: the executed pages changed")
     if missing:
@@ -272,8 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-EXPLORER_RUN = "gpu"
-"""The run the explore page loads (its committed page shows it)."""
+EXPLORER_RUN = "cpu-ens"
+"""What the explore page loads (its committed page shows it): the first member of each dataset's seed ensemble, one
+network of the headline."""
 
 
 if __name__ == "__main__":

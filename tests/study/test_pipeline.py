@@ -78,9 +78,20 @@ def test_toc_lists_every_executed_run(tmp_path, monkeypatch):
     toc = (tmp_path / "_toc.yml").read_text()
     order = [toc.index(f"book/executed/{p}\n") for p in ("pneumoniamnist-gpu/train", "pneumoniamnist-gpu/evaluate",
                                                            "pneumoniamnist-cpu/train", "pneumoniamnist-recipes")]
-    assert order == sorted(order) and 'title: "PneumoniaMNIST, cpu: train"' in toc  # the editions' order
+    assert order == sorted(order) and 'title: "PneumoniaMNIST, cpu: training"' in toc  # the editions' order
     assert "bloodmnist" not in toc
     assert module.write_toc() is False  # the same pages: the file is left as it is
+    # the dataset's page has a tab per run, and the runs' pages sit under it
+    page = (tmp_path / "book" / "datasets" / "pneumoniamnist.md").read_text()
+    assert page.count(":::{tab-item}") == 2 and toc.index("book/datasets/pneumoniamnist") < order[0]
+    assert "{doc}`evaluation <../executed/pneumoniamnist-gpu/evaluate>`" in page
+    assert "{run}`" not in page  # the recipes page glued no facts: no number is quoted
+
+
+def test_the_committed_dataset_pages_quote_their_runs():
+    page = (pipeline.ROOT / "book" / "datasets" / "bloodmnist.md").read_text()
+    assert ":::{tab-item} cpu-ens" in page and "{run}`bloodmnist/cpu-ens:acc`" in page
+    assert "{doc}`training <../executed/bloodmnist-cpu-lam05-x6/train>`" in page
 
 
 def test_study_notebook_params():

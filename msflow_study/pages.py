@@ -1,0 +1,152 @@
+"""What an executed page shows of its own making: its parameters cells stay in the notebook but leave the book, its
+title names the dataset, the run and the subject, and a small settings table says what it was made from.
+
+``tidy`` is idempotent and applied by the pipeline to every executed page, the ones it executes and the committed
+ones it reuses, so that a page executed before these rules existed reads like one executed after.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from msflow.data import STUDY_DATASETS, get_info
+
+SUBJECTS = {"train": "training", "evaluate": "evaluation", "generate": "generation",
+            "uncertainty": "uncertainty against baselines", "fidelity": "generation measured"}
+"""The subject of each stage's page, in its title."""
+HIDDEN = "remove-cell"
+SETTINGS_TAG = "msflow-settings"
+MACHINERY = ("runs_dir", "device", "data_root", "smoke")
+"""Parameters that say where a page ran, not what it shows: left out of its settings table."""
+
+
+def page_title(rel: str) -> str | None:
+    """The title of the page at ``rel`` (relative to ``book/executed``, without ``.ipynb``) when its name says it: a
+    run's page (``<flag>-<run>/<stage>``) or a dataset's recipes page; ``None`` for the others, which keep theirs."""
+    parts = rel.split("/")
+    for ds in STUDY_DATASETS:
+        info = get_info(ds)
+        if len(parts) == 2 and parts[0].startswith(info.flag + "-") and parts[1] in SUBJECTS:
+            return f"{info.title}, {parts[0][len(info.flag) + 1:]}: {SUBJECTS[parts[1]]}"
+        if parts == [f"{info.flag}-recipes"]:
+            return f"{info.title}: recipes compared"
+    return None
+
+
+def declared(source: str) -> dict[str, tuple[Any, str]]:
+    """The parameters a notebook's ``parameters`` cell declares: ``{name: (default, its comment)}``."""
+    import ast
+
+    out = {}
+    lines = source.splitlines()
+    for node in ast.parse(source).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign) else None)
+        if isinstance(target, ast.Name) and node.value is not None:
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            comment = lines[node.lineno - 1].partition("#")[2].strip()
+            out[target.id] = (value, comment)
+    return out
+
+
+def settings_table(declared: dict[str, tuple[Any, str]], params: dict[str, Any], stage: str, run: str) -> str:
+    """A Markdown table of what a run's page was made from: each declared parameter with the value it ran with and its
+    meaning (without the machinery of :data:`MACHINERY`), and the command that makes the page again."""
+    flag = params.get("dataset", "")
+    rows = [("dataset", get_info(flag).title if flag else "?", "MedMNIST dataset"), ("run", f"`{run}`", "the run's name in experiments/*.toml")]
+    for name, (default, meaning) in declared.items():
+        if name not in MACHINERY + ("dataset", "profile", "run_name", "profiles", "run_names"):
+            value = params.get(name, default)
+            rows.append((name, f"`{value}`" if value != "" else "(empty)", meaning.replace("|", "/")))
+    option = {"uncertainty": " --extra uncertainty", "fidelity": " --extra fidelity"}.get(stage, "")
+    rows.append(("made by", f"`notebooks/{stage}.ipynb`", f"`python -m msflow_study run --name {run}{option} {flag}` executes it"))
+    return "| setting | value | meaning |\n|---|---|---|\n" + "\n".join(f"| {k} | {v} | {m} |" for k, v, m in rows)
+
+
+def tidy(nb: dict[str, Any], rel: str) -> dict[str, Any]:
+    """``nb`` (an executed notebook as JSON) with its parameters cells removed from the book, its title set by
+    :func:`page_title` and, on a run's page, its settings table after the title."""
+    if "cells" not in nb:  # not a notebook: nothing to tidy
+        return nb
+    nb = copy.deepcopy(nb)
+    params = nb.get("metadata", {}).get("papermill", {}).get("parameters", {})
+    cells = [c for c in nb["cells"] if SETTINGS_TAG not in c.get("metadata", {}).get("tags", [])]
+    for cell in cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and HIDDEN not in tags:
+            cell["metadata"]["tags"] = [*tags, HIDDEN]
+    title = page_title(rel)
+    first = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"), None)
+    if title and first is not None:
+        text = "".join(cells[first]["source"])
+        cells[first]["source"] = re.sub(r"\A# .*", lambda _: f"# {title}", text, count=1)
+        stage = rel.split("/")[-1]
+        if stage in SUBJECTS:
+            run = params.get("run_name") or params.get("profile") or rel.split("/")[0].partition("-")[2]
+            source = next(("".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), "")
+            cells.insert(first + 1, {"cell_type": "markdown", "id": "msflow-settings", "metadata": {"tags": [SETTINGS_TAG]},
+                                     "source": settings_table(declared(source), params, stage, run)})
+    return {**nb, "cells": cells}
+
+
+def tidy_file(path: Path, executed: Path) -> bool:
+    """Tidy the executed page at ``path`` in place; True if it changed."""
+    import nbformat
+
+    text = path.read_text()
+    nb = json.loads(text)
+    if "cells" not in nb:  # not a notebook (a test's stand-in): left as it is
+        return False
+    rel = path.relative_to(executed).with_suffix("").as_posix()
+    new = nbformat.writes(nbformat.from_dict(tidy(nb, rel)))
+    if new == text:
+        return False
+    path.write_text(new)
+    return True
+
+
+FACTS = ("acc", "acc_std", "auc", "aucm", "minutes", "params")
+"""The numbers a dataset page quotes for each of its runs (``{run}`` facts of the dataset's recipes page)."""
+
+
+def glued_runs(recipes_page: Path) -> set[str]:
+    """The runs whose :data:`FACTS` the executed recipes page glued, so that a dataset page may quote them."""
+    if not recipes_page.exists():
+        return set()
+    nb = json.loads(recipes_page.read_text())
+    keys = {o.get("metadata", {}).get("scrapbook", {}).get("name") for c in nb.get("cells", []) for o in c.get("outputs", [])}
+    return {k.partition("__")[0] for k in keys if k and k.endswith("__acc")
+            and all(f"{k.partition('__')[0]}__{f}" in keys for f in FACTS)}
+
+
+def dataset_page(flag: str, runs: list[str], pages: dict[str, list[str]], quoted: set[str], recipes: bool) -> str:
+    """The Markdown of a dataset's page in the results chapter: a tab per run (``runs``, in order) with its test numbers
+    (for the runs in ``quoted``) and links to its pages (``pages``: run -> the stages executed for it), then the link to
+    the dataset's recipes page."""
+    info = get_info(flag)
+    lines = [f"# {info.title}: the runs", "",
+             f"The runs of {info.title} that the results chapter reports, one tab each: its test numbers, read from its "
+             "results files, and its pages. Accuracy and AUC are in %, the AUC by the paper's definition (the MedMNIST "
+             "evaluator's in brackets); the ± is the spread over stochastic passes of the readout.", "",
+             "::::{tab-set}"]
+    for run in runs:
+        lines += ["", f":::{{tab-item}} {run}"]
+        if run in quoted:
+            fact = lambda f: f"{{run}}`{flag}/{run}:{f}`"  # noqa: E731
+            lines.append(f"Test accuracy {fact('acc')} ± {fact('acc_std')}, AUC {fact('auc')} ({fact('aucm')}); "
+                         f"{fact('params')} parameters, {fact('minutes')} min of training.")
+        links = [f"{{doc}}`{SUBJECTS[stage]} <../executed/{flag}-{run}/{stage}>`" for stage in pages.get(run, [])]
+        lines.append("")
+        lines.append("Its pages: " + " · ".join(links) + "." if links else
+                     "It has no pages of its own: the results chapter and the recipes page read its records.")
+        lines.append(":::")
+    lines += ["", "::::", ""]
+    if recipes:
+        lines.append(f"{{doc}}`../executed/{flag}-recipes` compares every run of {info.title}, against images seen and wall time.")
+    return "\n".join(lines) + "\n"

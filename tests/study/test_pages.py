@@ -1,0 +1,100 @@
+"""What an executed page shows of its own making (msflow_study.pages), on made-up notebooks and on the committed pages."""
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from msflow_study import pages
+
+ROOT = Path(__file__).resolve().parents[2]
+EXECUTED = ROOT / "book" / "executed"
+
+
+@pytest.mark.parametrize("rel, title", [
+    ("bloodmnist-cpu/evaluate", "BloodMNIST, cpu: evaluation"),
+    ("pneumoniamnist-cpu-w24/fidelity", "PneumoniaMNIST, cpu-w24: generation measured"),
+    ("retinamnist-gpu/uncertainty", "RetinaMNIST, gpu: uncertainty against baselines"),
+    ("retinamnist-recipes", "RetinaMNIST: recipes compared"),
+    ("summary", None),
+    ("bloodmnist-cpu/notes", None),
+])
+def test_page_titles_name_dataset_run_and_subject(rel, title):
+    assert pages.page_title(rel) == title
+
+
+def _page():
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"parameters": {"dataset": "bloodmnist", "run_name": "cpu", "data_root": "/home/me/data",
+                                               "device": "cuda", "repeats": 3}}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Evaluation\n\nClassifies the test split."),
+        nbformat.v4.new_code_cell('dataset: str = "pneumoniamnist"  # MedMNIST flag\nrun_name: str = "cpu"  # the run\n'
+                                  'repeats: int = 0  # stochastic passes; 0 keeps the run\'s\nsolver: str = ""  # empty keeps the run\'s\n'
+                                  'data_root: str = ""  # MedMNIST folder', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('# Parameters\ndataset = "bloodmnist"\ndata_root = "/home/me/data"',
+                                  metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(1)"),
+    ]
+    return json.loads(nbformat.writes(nb))
+
+
+def test_tidy_hides_the_parameters_titles_the_page_and_states_its_settings():
+    nb = pages.tidy(_page(), "bloodmnist-cpu/evaluate")
+    title, settings, params, injected, code = nb["cells"]
+    assert "".join(title["source"]).startswith("# BloodMNIST, cpu: evaluation\n\nClassifies")
+    assert "remove-cell" in params["metadata"]["tags"] and "remove-cell" in injected["metadata"]["tags"]
+    assert "remove-cell" not in code["metadata"].get("tags", [])
+    table = settings["source"]
+    assert "| dataset | BloodMNIST | MedMNIST dataset |" in table
+    assert "| repeats | `3` | stochastic passes; 0 keeps the run's |" in table  # the value it ran with, and its meaning
+    assert "| solver | (empty) | empty keeps the run's |" in table
+    assert "python -m msflow_study run --name cpu bloodmnist" in table
+    assert "/home/me" not in table and "cuda" not in table  # where it ran is no setting
+    assert pages.tidy(nb, "bloodmnist-cpu/evaluate") == nb  # idempotent
+
+
+def test_pages_without_a_run_keep_their_title_and_get_no_settings():
+    nb = pages.tidy(_page(), "summary")
+    assert len(nb["cells"]) == 4 and "".join(nb["cells"][0]["source"]).startswith("# Evaluation")
+    assert "remove-cell" in nb["cells"][1]["metadata"]["tags"]
+
+
+def test_tidy_file_writes_only_a_change(tmp_path):
+    path = tmp_path / "bloodmnist-cpu" / "train.ipynb"
+    path.parent.mkdir()
+    path.write_text(json.dumps(_page()))
+    assert pages.tidy_file(path, tmp_path) is True
+    written = path.read_text()
+    assert pages.tidy_file(path, tmp_path) is False and path.read_text() == written
+    nbformat.validate(nbformat.reads(written, as_version=4))
+
+
+def _shown(nb):
+    """The text of the cells the book shows: sources (unless removed) and outputs."""
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "remove-cell" in tags:
+            continue
+        if "remove-input" not in tags:
+            yield "".join(cell["source"])
+        for out in cell.get("outputs", []):
+            yield json.dumps({k: v for k, v in out.get("data", {}).items() if k.startswith("text")}) + "".join(out.get("text", ""))
+
+
+def test_the_committed_pages_are_tidy_and_show_no_machine_path():
+    executed = sorted(EXECUTED.rglob("*.ipynb"))
+    assert len(executed) > 10
+    titles = []
+    for path in executed:
+        text = path.read_text()
+        nb = json.loads(text)
+        rel = path.relative_to(EXECUTED).with_suffix("").as_posix()
+        assert nbformat.writes(nbformat.from_dict(pages.tidy(nb, rel))) == text, f"{rel} is not tidy: python -m msflow_study run tidies it"
+        leaks = [m.group(0) for text in _shown(nb) for m in re.finditer(r"(/work|/home|/tmp|/Users|/root)/[\w./-]*", text)]
+        assert not leaks, f"{rel} shows machine paths: {leaks[:3]}"
+        titles.append("".join(nb["cells"][0]["source"]).splitlines()[0])
+    duplicated = {t for t in titles if titles.count(t) > 1}
+    assert not duplicated, f"pages share titles: {sorted(duplicated)}"
