@@ -255,15 +255,26 @@ def seed_runs(runs_dir: str | os.PathLike, dataset: str, name: str) -> dict[int,
     return dict(sorted(found.items()))
 
 
+def _one_network(run: Path) -> Path:
+    """``run`` itself, or the first member of the ensemble recorded there."""
+    record = run / "eval_test.json"
+    if record.exists() and not (run / "best.pt").exists():
+        members = read_json(record).get("ensemble", {}).get("members", [])
+        if members:
+            return run.parent / members[0]["run"]
+    return run
+
+
 def explorer_runs(runs_dir: str | os.PathLike, name: str, root: str | None, smoke: bool = False,
                   quick_steps: int = 300, device: str = "auto") -> dict[str, Path]:
-    """Runs for the exploration page: the finished runs named ``name`` whose data is here; if there are
-    none, a quick PneumoniaMNIST run (the ``cpu`` recipe cut to ``quick_steps`` steps) is trained first."""
+    """Runs for the exploration page: the finished runs named ``name`` whose data is here (for an ensemble, such as
+    ``cpu-ens``, its first member: one network of the headline per dataset); if there are none, a quick
+    PneumoniaMNIST run (the ``cpu`` recipe cut to ``quick_steps`` steps) is trained first."""
     if smoke:
         from msflow_study.sandbox import smoke_run
 
         return {get_info(d).flag: smoke_run(d) for d in ("pneumoniamnist", "bloodmnist")}
-    found = {get_info(d).flag: run_path(runs_dir, d, name) for d in STUDY_DATASETS}
+    found = {get_info(d).flag: _one_network(run_path(runs_dir, d, name)) for d in STUDY_DATASETS}
     found = {f: p for f, p in found.items() if (p / "best.pt").exists() and data_status(f, root) == "ok"}
     if found:
         return found

@@ -47,14 +47,20 @@ def build_explorer(run_dirs: dict[str, Path], data_root: str | None, device: str
     return Explorer(runs, tests, passes, sources)
 
 
-def _show(out, fig) -> None:
-    import matplotlib.pyplot as plt
-    from IPython.display import display
+def _show(out, fig, alt: str) -> None:
+    """Put ``fig`` into the HTML widget ``out`` as a PNG whose alt text is ``alt`` (an ``Output`` widget would show it
+    without one, and the book's static copy of the page keeps the image with its description)."""
+    import base64
+    import html
+    import io
 
-    out.clear_output(wait=True)
-    with out:
-        display(fig)
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    out.value = f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" style="max-width: 100%; height: auto">'
 
 
 def _names(ex: Explorer) -> list[tuple[str, str]]:
@@ -72,7 +78,7 @@ def generate_panel(ex: Explorer):
     steps = w.IntSlider(value=10, min=1, max=50, description="steps", continuous_update=False)  # 25 in the paper
     solver = w.Dropdown(options=sorted(SOLVERS), value="euler", description="solver")
     seed = w.BoundedIntText(value=0, min=0, max=10_000, description="seed")
-    status, out = w.Label(), w.Output()
+    status, out = w.Label(), w.HTML()
 
     def set_classes(*_):
         names = get_info(dataset.value).label_names
@@ -95,7 +101,8 @@ def generate_panel(ex: Explorer):
             ax.axis("off")
         fig.suptitle(f"{get_info(dataset.value).title}, class {klass.label}: {gen.nfe} network evaluations per image", fontsize=9)
         fig.tight_layout()
-        _show(out, fig)
+        _show(out, fig, f"{get_info(dataset.value).title}: eight images generated for class {klass.label} with {steps.value} "
+                        f"{solver.value} steps, and the first of them forming from noise as t runs from 0 to 1")
         status.value = f"done: {len(labels)} images with {steps.value} {solver.value} steps"
 
     set_classes()
@@ -117,7 +124,7 @@ def classify_panel(ex: Explorer):
     index = w.IntSlider(value=0, min=0, max=len(ex.tests[first]) - 1, description="test image", continuous_update=False)
     rank = w.ToggleButtons(options=["by index", "most certain", "least certain"], value="by index", description="pick")
     draws = w.IntSlider(value=1, min=1, max=16, description="noise draws", continuous_update=False)
-    status, out = w.Label(), w.Output()
+    status, out = w.Label(), w.HTML()
 
     def chosen() -> int:
         p = ex.passes[dataset.value]
@@ -154,10 +161,13 @@ def classify_panel(ex: Explorer):
             a.axis("off")
         plotting.plot_distances(mean_d, names, true, ax=fig.add_subplot(grid[:, 7:]), title=f"mean over {draws.value} draw(s)")
         pred = int(mean_d.argmin())
-        fig.suptitle(f"prediction: {names[pred]} ({'right' if pred == true else 'wrong'}); uncertainty u = {mean_d.min():.3f}; "
+        fig.suptitle(f"prediction: {names[pred]} ({'right' if pred == true else 'wrong'}); uncertainty δ = {mean_d.min():.3f}; "
                      f"votes {dict((names[k][:10], int(v)) for k, v in enumerate(votes) if v)}", fontsize=9)
         fig.tight_layout()
-        _show(out, fig)
+        _show(out, fig, f"{get_info(flag).title} test image {i} (true class: {names[true]}), its label map forming backward "
+                        f"from noise over {TRAJECTORY_STEPS} Euler steps, and its mean distance to each class colour over "
+                        f"{draws.value} draw(s): predicted {names[pred]}, {'right' if pred == true else 'wrong'}, with "
+                        f"uncertainty {mean_d.min():.3f}")
         status.value = f"image {i}: {draws.value} draw(s), label map shown over {TRAJECTORY_STEPS} backward Euler steps"
 
     def set_range(*_):
@@ -179,7 +189,7 @@ def abstain_panel(ex: Explorer):
     first = next(iter(ex.runs))
     dataset = w.Dropdown(options=_names(ex), value=first, description="dataset")
     reject = w.FloatSlider(value=0.2, min=0.0, max=0.95, step=0.05, description="reject", readout_format=".0%", continuous_update=False)
-    summary, out = w.HTML(), w.Output()
+    summary, out = w.HTML(), w.HTML()
 
     def draw(*_):
         p = ex.passes[dataset.value]
@@ -191,7 +201,7 @@ def abstain_panel(ex: Explorer):
         arc = metrics.accuracy_rejection(correct, p.uncertainty)
         threshold = p.uncertainty[order[n_rej - 1]] if n_rej else float("inf")
         summary.value = (f"<b>{get_info(dataset.value).title}</b>: rejecting the {n_rej} most uncertain of {len(correct)} test images "
-                         f"(u &ge; {threshold:.3f}) leaves coverage {len(kept) / len(correct):.0%} at accuracy <b>{acc:.1%}</b> "
+                         f"(δ &ge; {threshold:.3f}) leaves coverage {len(kept) / len(correct):.0%} at accuracy <b>{acc:.1%}</b> "
                          f"(all: {correct.mean():.1%}). Rejected: <b>{int((~correct[rejected]).sum())}</b> errors and "
                          f"<b>{int(correct[rejected].sum())}</b> correct answers.")
         fig, ax = plt.subplots(figsize=(5.5, 3.4))
@@ -200,7 +210,8 @@ def abstain_panel(ex: Explorer):
         ax.plot([100 * n_rej / len(correct)], [100 * acc], "o", ms=11, mfc="none", mec="red", mew=2, label="your threshold")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        _show(out, fig)
+        _show(out, fig, f"Accuracy-rejection curve of the {get_info(dataset.value).title} model over its test images, with the "
+                        f"chosen rejection of {reject.value:.0%} marked at {acc:.1%} accuracy")
 
     for c in (dataset, reject):
         c.observe(draw, "value")
@@ -213,11 +224,13 @@ def codes_panel(datasets: tuple[str, ...] = ("pneumoniamnist", "bloodmnist", "de
     import ipywidgets as w
 
     dataset = w.Dropdown(options=[(get_info(d).title, d) for d in datasets], value=datasets[0], description="dataset")
-    out = w.Output()
+    out = w.HTML()
 
     def draw(*_):
         info = get_info(dataset.value)
-        _show(out, plotting.plot_codes(info.num_classes, info.label_names, title=f"{info.title}: {info.num_classes} classes"))
+        _show(out, plotting.plot_codes(info.num_classes, info.label_names, title=f"{info.title}: {info.num_classes} classes"),
+              f"The 64-colour palette with the RGB colours of {info.title}'s {info.num_classes} classes marked, beside the "
+              "levels of SymmFlow's grayscale code")
 
     dataset.observe(draw, "value")
     draw()

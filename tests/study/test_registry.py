@@ -169,3 +169,27 @@ def test_recipes_are_few_and_experiments_are_not_recipes(exp):
     assert len(RECIPES) <= 8
     assert {e.base for e in exp.runs.values()} - set(exp.runs) <= set(RECIPES)
     assert len(exp.runs) >= 40
+
+
+def test_the_explorer_loads_an_ensembles_first_member(tmp_path):
+    ens, member = tmp_path / "bloodmnist-cpu-ens", tmp_path / "bloodmnist-cpu-lam05-x6"
+    ens.mkdir()
+    member.mkdir()
+    (ens / "eval_test.json").write_text(json.dumps({"ensemble": {"members": [{"run": member.name}, {"run": "other"}]}}))
+    (member / "best.pt").write_bytes(b"weights")
+    assert registry._one_network(ens) == member
+    assert registry._one_network(member) == member  # a run is itself
+    assert registry._one_network(tmp_path / "missing") == tmp_path / "missing"
+
+
+def test_the_book_explores_one_network_of_each_headline():
+    from conftest import REAL_ROOT, require_real
+
+    from msflow_study.pipeline import EXPLORER_RUN
+
+    for name in ("pneumoniamnist", "bloodmnist", "retinamnist"):
+        require_real(name)
+    runs = registry.explorer_runs(ROOT / "results", EXPLORER_RUN, str(REAL_ROOT))
+    assert {f: p.name for f, p in runs.items()} == {"pneumoniamnist": "pneumoniamnist-cpu-w24",
+                                                    "bloodmnist": "bloodmnist-cpu-lam05-x6",
+                                                    "retinamnist": "retinamnist-cpu-lam03-auc-x2"}
