@@ -158,15 +158,15 @@ def recipe_overrides(cfg: RunConfig, recipe: str) -> dict[str, Any]:
     return {k: b for k, (_, b) in config_diff(base, dataclasses.replace(cfg, recipe=recipe)).items()}
 
 
-def load(folder: str | Path = EXPERIMENTS_DIR) -> Experiments:
-    """Read every ``*.toml`` of ``folder`` into checked entries.
+def load(folder: str | Path | None = None) -> Experiments:
+    """Read every ``*.toml`` of ``folder`` (default: the repository's ``experiments/``) into checked entries.
 
     Raises:
         ExperimentError: a file that is not TOML, an unknown key, a missing ``base``/``why``/``datasets``, an unknown base
             or dataset, a name defined twice, a cycle of bases, or an override that does not resolve; the message
             names the file and the entry.
     """
-    folder = Path(folder)
+    folder = Path(folder) if folder is not None else EXPERIMENTS_DIR
     files = sorted(folder.glob("*.toml"))
     if not files:
         raise ExperimentError(f"no experiment files (*.toml) in {folder}")

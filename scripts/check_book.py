@@ -1,8 +1,10 @@
 """Check the built book in a real headless Chromium, served from localhost.
 
-For every page in the table of contents: it loads, its images load (natural width > 0), its math is
-typeset by MathJax, its embedded widgets render, the console shows no errors, and no request leaves
-localhost. Exits 1 listing every failure.
+For every page in the table of contents: it loads, its images load (natural width > 0) and have a descriptive alt
+text, its math is typeset by MathJax, its embedded widgets render, the console shows no errors, no request leaves
+localhost, its text names no path of the machine that made it, it does not scroll sideways on a 400 px phone nor on a
+1,400 px screen, and its title is its own. On the landing page and the results chapter, the at-a-glance table lies
+inside the first 1,400 x 900 screen. Exits 1 listing every failure.
 
     python scripts/check_book.py [--html _build/html] [--screenshots DIR]
 """
@@ -67,7 +69,7 @@ def browser(profile_dir: str) -> webdriver.Chrome:
     return webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
 
 
-PAGE_STATE = """
+PAGE_STATE = r"""
 const imgs = Array.from(document.images);
 return {
   title: document.title,
@@ -78,8 +80,46 @@ return {
   typeset: document.querySelectorAll('mjx-container').length,
   widget_views: document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length,
   widgets: document.querySelectorAll('.jupyter-widgets, .widget-inline-hbox, .widget-box').length,
+  undescribed: imgs.filter(i => {
+    const alt = (i.getAttribute('alt') || '').trim(), src = i.getAttribute('src') || '';
+    return !alt || src.endsWith(alt) || /\.(png|svg|jpe?g|gif)$/i.test(alt);
+  }).map(i => i.getAttribute('src')),
+  paths: Array.from(new Set((document.body.innerText.match(/(?:\/(?:home|work|tmp|root|Users|mnt|scratch)\/[\w.\/-]+)/g) || []))),
 };
 """
+
+OVERFLOW = "return document.documentElement.scrollWidth - document.documentElement.clientWidth;"
+
+GLANCE = """
+const box = Array.from(document.querySelectorAll('.admonition')).find(a => /at a glance/i.test(a.querySelector('.admonition-title')?.innerText || ''));
+if (!box) return null;
+window.scrollTo(0, 0);
+const table = box.querySelector('table') || box;
+return table.getBoundingClientRect().bottom + window.scrollY;
+"""
+
+FIRST_SCREEN = ("book/intro", "book/executed/summary")
+"""The pages whose at-a-glance table must lie in the first screen."""
+
+
+def layout_problems(driver, page: str) -> list[str]:
+    """Sideways scrolling at 400 and 1,400 px, and, on the pages of :data:`FIRST_SCREEN`, where the at-a-glance table
+    ends at 1,400 x 900."""
+    problems = []
+    for width in (400, 1400):
+        driver.set_window_size(width, 900)
+        time.sleep(0.2)
+        extra = driver.execute_script(OVERFLOW)
+        if extra > 1:
+            problems.append(f"scrolls sideways by {extra} px at {width} px wide")
+    if page in FIRST_SCREEN:
+        bottom = driver.execute_script(GLANCE)
+        if bottom is None:
+            problems.append("has no at-a-glance box")
+        elif bottom > 900:
+            problems.append(f"its at-a-glance table ends {bottom:.0f} px down, below the first 900 px screen")
+    driver.set_window_size(1280, 1600)
+    return problems
 
 
 def check_page(driver, url: str, base: str, shot: Path | None) -> tuple[dict, list[str]]:
@@ -96,6 +136,8 @@ def check_page(driver, url: str, base: str, shot: Path | None) -> tuple[dict, li
     if "404" in state["title"] or not state["title"]:
         problems.append(f"bad title {state['title']!r}")
     problems += [f"image not loaded: {src}" for src in state["broken"]]
+    problems += [f"image without a descriptive alt text: {src}" for src in state["undescribed"]]
+    problems += [f"machine path in the text: {path}" for path in state["paths"]]
     if state["math"] and not state["typeset"]:
         problems.append(f"{state['math']} math elements but nothing typeset by MathJax")
     if state["widget_views"] and not state["widgets"]:
@@ -126,7 +168,7 @@ def main() -> int:
     if shots:
         shots.mkdir(parents=True, exist_ok=True)
     server, base = serve(html)
-    failures = 0
+    failures, titles = 0, {}
     with tempfile.TemporaryDirectory() as profile:
         driver = browser(profile)
         driver.get("about:blank")
@@ -140,6 +182,8 @@ def main() -> int:
                     continue
                 shot = shots / (rel.replace("/", "__") + ".png") if shots else None
                 state, problems = check_page(driver, f"{base}/{rel}", base, shot)
+                problems += layout_problems(driver, page)
+                titles.setdefault(state["title"], []).append(rel)
                 summary = f"{state['images']} images, {state['typeset']} math, {state['widgets']} widget parts"
                 print(("FAIL" if problems else "ok  ") + f" {rel}: {summary}")
                 for prob in problems:
@@ -148,6 +192,10 @@ def main() -> int:
         finally:
             driver.quit()
             server.shutdown()
+    for title, rels in titles.items():
+        if len(rels) > 1:
+            print(f"FAIL {', '.join(rels)}: share the title {title!r}")
+            failures += len(rels)
     print(f"check_book: {failures} page(s) with problems")
     return 1 if failures else 0
 

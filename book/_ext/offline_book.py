@@ -10,6 +10,9 @@ It also adds the role that puts a run's numbers into a chapter's prose without t
 pastes the fact that the dataset's recipes page (``executed/DATASET-recipes.ipynb``) glued as ``RUN__FACT``, read
 there from the run's results files by ``msflow_study.report.run_facts`` (for example ``{run}`bloodmnist/cpu-lam05-x6:acc```).
 A fact that page did not glue is a build warning, so an error under ``-W``.
+
+An image without a description of its own (no alt text, or its file name as alt text, as notebook outputs come) gets
+its figure's caption, or else the title of its page and its place on it, as alt text.
 """
 
 from __future__ import annotations
@@ -67,7 +70,22 @@ class RunFact(SphinxRole):
         return [ref], []
 
 
+def _describe_images(app, doctree, docname):
+    from docutils import nodes
+
+    title = app.env.titles.get(docname)
+    page = title.astext() if title is not None else docname
+    for n, image in enumerate(doctree.findall(nodes.image), start=1):
+        alt, uri = image.get("alt", ""), image.get("uri", "")
+        if alt and alt != uri and not alt.endswith((".png", ".svg", ".jpg", ".jpeg", ".gif")):
+            continue
+        caption = next((c.astext() for parent in (image.parent, getattr(image.parent, "parent", None))
+                        if isinstance(parent, nodes.figure) for c in parent.findall(nodes.caption)), "")
+        image["alt"] = " ".join(caption.split())[:300] if caption else f"{page}: output image {n}"
+
+
 def setup(app):
     app.connect("html-page-context", _fix_page_scripts, priority=900)  # after the handlers that add scripts
+    app.connect("doctree-resolved", _describe_images)
     app.add_role("run", RunFact())
     return {"parallel_read_safe": True, "parallel_write_safe": True}
