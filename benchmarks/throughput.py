@@ -46,7 +46,7 @@ OPTIONS = {  # name: (train.compile, train.channels_last)
     "compile+channels_last": (True, True),
 }
 DATASET = "bloodmnist"  # three channels, eight classes, flips: the reference's one published command
-SYNTHETIC = {"train": 4096, "val": 64, "test": 2048}
+SYNTHETIC = {"train": 4096, "val": 64, "test": 512}
 
 
 def _sync(device: torch.device) -> None:
@@ -281,10 +281,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--options", type=lambda s: s.split(","), default=list(OPTIONS), help=f"of {', '.join(OPTIONS)}")
     p.add_argument("--processes", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2], help="e.g. 1,2")
     p.add_argument("--device", default="auto")
-    p.add_argument("--warmup", type=int, default=3, help="untimed training steps (the first compiles)")
-    p.add_argument("--iters", type=int, default=5, help="timed training steps")
-    p.add_argument("--passes", type=int, default=2, help="timed classification passes over 2048 images")
-    p.add_argument("--eval-batch", type=int, default=256, help="classification batch")
+    p.add_argument("--warmup", type=int, default=2, help="untimed training steps (the first compiles)")
+    p.add_argument("--iters", type=int, default=4, help="timed training steps")
+    p.add_argument("--passes", type=int, default=1, help=f"timed classification passes over {SYNTHETIC['test']} images")
+    p.add_argument("--eval-batch", type=int, default=128, help="classification batch")
     p.add_argument("--rounds", type=int, default=3, help="rounds of the comparison with the plain loop")
     p.add_argument("--no-table", dest="table", action="store_false", help="skip the table")
     p.add_argument("--no-plain", dest="plain", action="store_false", help="skip the comparison with the plain loop")

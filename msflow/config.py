@@ -22,7 +22,7 @@ SOLVER_NAMES = ("euler", "midpoint", "heun", "rk4")
 VIEW_NAMES = ("none", "flips", "dihedral")
 """The readout views of ``msflow.sampler.VIEWS``."""
 SPEED_FIELDS = ("train.compile", "train.channels_last")
-"""The fields that change how fast a run trains, not what it computes (up to float rounding): a run resumes with
+"""The fields that change how fast a run trains but not what it computes, up to float rounding; a run resumes with
 other values of them."""
 
 

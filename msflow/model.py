@@ -207,7 +207,7 @@ def load_weights(path: str | os.PathLike, device: torch.device | str = "cpu", ex
 
 
 def check_compatible(found: RunConfig, expected: RunConfig, what: str, sections: tuple[str, ...] = ("data", "model", "flow", "latent")) -> None:
-    """Raise :class:`ConfigMismatchError` if the configs differ in ``sections`` (beyond the :data:`SPEED_FIELDS`)."""
+    """Raise :class:`ConfigMismatchError` if the configs differ in ``sections`` (beyond the :data:`~msflow.config.SPEED_FIELDS`)."""
     diff = {k: v for k, v in config_diff(found, expected).items() if k.split(".")[0] in sections and k not in SPEED_FIELDS}
     if diff:
         lines = "; ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in diff.items())
