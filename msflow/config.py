@@ -140,9 +140,10 @@ class TrainConfig:
         bf16: bfloat16 autocast on CUDA.
         cpu_bf16: bfloat16 autocast in training on the CPU too (off in the reference, and in every CPU run
             recorded before it existed; ``bf16`` alone leaves CPU training in fp32).
-        compile: ``torch.compile`` the network for training. Off by default: on two CPU cores it trained none of the
-            ``paper``, ``gpu`` and ``cpu`` networks faster, and it takes a minute or more to compile
-            (``benchmarks/throughput.py`` measures it on your device; ``benchmarks/records/`` holds what it measured).
+        compile: ``torch.compile`` the network for training. Off by default: on two CPU cores, trained by two
+            processes (the fastest way there), none of the ``paper``, ``gpu`` and ``cpu`` networks trained faster
+            compiled (``benchmarks/throughput.py`` measures it on your device; ``benchmarks/records/`` holds what it
+            measured).
         channels_last: keep the network's weights, and so its activations, in channels-last memory order. Off by
             default: on two CPU cores it trained every one of those networks more slowly (measured as ``compile``).
         eval_every: steps between validation evaluations (0: at the end only).
