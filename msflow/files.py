@@ -105,6 +105,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, write)
 
 
+def write_text_if_changed(path: str | os.PathLike, text: str) -> bool:
+    """Atomically write ``text`` to ``path`` unless the file holds it already; True if it was written."""
+    path = Path(path)
+    if path.exists() and path.read_text() == text:
+        return False
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return True
+
+
 class RecordError(ValueError):
     """A results file that cannot be read; the message names the file and how to recover."""
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from msflow.data import STUDY_DATASETS, get_info
+from msflow.files import write_text_if_changed
 
 SUBJECTS = {"train": "training", "evaluate": "evaluation", "generate": "generation",
             "uncertainty": "uncertainty against baselines", "fidelity": "generation measured"}
@@ -99,16 +100,11 @@ def tidy_file(path: Path, executed: Path) -> bool:
     """Tidy the executed page at ``path`` in place; True if it changed."""
     import nbformat
 
-    text = path.read_text()
-    nb = json.loads(text)
+    nb = json.loads(path.read_text())
     if "cells" not in nb:  # not a notebook (a test's stand-in): left as it is
         return False
     rel = path.relative_to(executed).with_suffix("").as_posix()
-    new = nbformat.writes(nbformat.from_dict(tidy(nb, rel)))
-    if new == text:
-        return False
-    path.write_text(new)
-    return True
+    return write_text_if_changed(path, nbformat.writes(nbformat.from_dict(tidy(nb, rel))))
 
 
 FACTS = ("acc", "acc_std", "auc", "aucm", "minutes", "params")

@@ -21,6 +21,7 @@ from pathlib import Path
 import papermill as pm
 
 from msflow.data import STUDY_DATASETS, get_info
+from msflow.files import write_text_if_changed
 from msflow_study.executor import execute_notebook
 from msflow_study.pages import dataset_page, glued_runs, page_title, tidy_file
 from msflow_study.experiments import load
@@ -152,29 +153,21 @@ def write_toc() -> bool:
         info = get_info(ds)
         done = sorted(f.name[len(info.flag) + 1:] for f in EXECUTED.glob(f"{info.flag}-*") if f.is_dir())
         names = [e for e in EDITIONS if e in done] + [p for p in done if p not in EDITIONS]
-        pages = [f"{info.flag}-{p}/{stage}" for p in names for stage in STAGES + EXTRAS] + [f"{info.flag}-recipes"]
-        pages = [page for page in pages if (EXECUTED / f"{page}.ipynb").exists()]
+        stages = {p: [s for s in STAGES + EXTRAS if (EXECUTED / f"{info.flag}-{p}" / f"{s}.ipynb").exists()] for p in names}
+        recipes = EXECUTED / f"{info.flag}-recipes.ipynb"
+        pages = [f"{info.flag}-{p}/{s}" for p in names for s in stages[p]] + ([recipes.stem] if recipes.exists() else [])
         if not pages:
             continue
-        quoted = glued_runs(EXECUTED / f"{info.flag}-recipes.ipynb")
+        quoted = glued_runs(recipes)
         recorded = [e for e in EDITIONS if e in quoted and (ROOT / "results" / f"{info.flag}-{e}" / "eval_test.json").exists()]
         runs = [e for e in EDITIONS if e in names or e in recorded] + [p for p in names if p not in EDITIONS]
-        stages = {p: [s for s in STAGES + EXTRAS if (EXECUTED / f"{info.flag}-{p}" / f"{s}.ipynb").exists()] for p in names}
-        text = dataset_page(info.flag, runs, stages, quoted, (EXECUTED / f"{info.flag}-recipes.ipynb").exists())
-        changed |= _write_if_changed(ROOT / "book" / "datasets" / f"{info.flag}.md", text)
+        text = dataset_page(info.flag, runs, stages, quoted, recipes.exists())
+        changed |= write_text_if_changed(ROOT / "book" / "datasets" / f"{info.flag}.md", text)
         entries.append(f"          - file: book/datasets/{info.flag}\n            title: \"{info.title}: the runs\"\n"
                        f"            sections:")
         entries += [f"              - file: book/executed/{page}\n                title: \"{page_title(page)}\"" for page in pages]
     toc = TOC_HEAD.format(runs="\n".join(entries)).replace("        sections:\n\n", "\n")
-    return _write_if_changed(ROOT / "_toc.yml", toc) or changed
-
-
-def _write_if_changed(path: Path, text: str) -> bool:
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return True
+    return write_text_if_changed(ROOT / "_toc.yml", toc) or changed
 
 
 def notebook_params(items: list[str]) -> dict[str, dict]:

@@ -113,3 +113,12 @@ def test_a_damaged_record_is_an_error_that_names_the_file_and_the_way_back(tmp_p
     (run / "config.json").write_text("{")
     assert cli.main(["train", "--dataset", "pneumoniamnist", "--recipe", "smoke", "--out", str(run), "--data-root", str(small_root)]) == 2
     assert f"msflow train: error: {run / 'config.json'} is damaged" in capsys.readouterr().err
+
+
+def test_text_is_written_atomically_and_only_when_it_changes(tmp_path):
+    path = tmp_path / "pages" / "toc.yml"
+    assert files.write_text_if_changed(path, "a\n") is True and path.read_text() == "a\n"
+    stamp = path.stat().st_mtime_ns
+    assert files.write_text_if_changed(path, "a\n") is False and path.stat().st_mtime_ns == stamp
+    assert files.write_text_if_changed(path, "b\n") is True and path.read_text() == "b\n"
+    assert [p.name for p in path.parent.iterdir()] == ["toc.yml"]  # no temporary file left behind
