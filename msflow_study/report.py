@@ -418,8 +418,8 @@ def headline_table(runs_dir: str | os.PathLike, ensemble: str = "cpu-ens", datas
         t = record["training"]
         paper = make_config(info.flag, "paper")
         epochs = t["images_seen"] / len(members) / info.n_samples["train"]
-        passes = np.load(ens / "predictions_test.npz")
-        se = metrics.bootstrap_se(passes["distances"][0], passes["labels"])
+        with np.load(ens / "predictions_test.npz") as passes:
+            se = metrics.bootstrap_se(passes["distances"][0], passes["labels"])
         titles.append(info.title)
         cells["paper"].append(f"{acc:.1f} / {auc:.1f}")
         cells["one"].append(f"{pm(one['acc'])} / {pm(one['auc_paper'])}")
