@@ -131,8 +131,27 @@ def train_run(name: str, dataset: str, runs_dir: str | os.PathLike, data_root: s
         cfg = recorded_config(run, cfg)
     result = train(cfg, run, data_root, device, download, force, progress=progress)
     commit = read_json(run / "train.json").get("provenance", {}).get("git_commit") if (run / "train.json").exists() else None
-    write_record(run, run_record(name, dataset, cfg, exp, commit or git_commit()))
+    write_record(run, run_record(name, dataset, cfg, exp, commit or git_commit()) | {"checkpoint": checkpoint_entry(run)})
     return result
+
+
+def checkpoint_entry(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``checkpoint`` of a run's ``run.json``: its selected weights' file, size and SHA-256, from ``best.pt`` when
+    the folder has it, else as recorded before (a clone holds only :data:`BOOK_CHECKPOINTS`; the others are in the
+    repository's history). A run that never had its weights recorded says so: its numbers cannot be checked again."""
+    import hashlib
+
+    run_dir = Path(run_dir)
+    weights = run_dir / "best.pt"
+    if weights.exists():
+        digest = hashlib.sha256()
+        with open(weights, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return {"file": "best.pt", "bytes": weights.stat().st_size, "sha256": digest.hexdigest()}
+    recorded = read_json(run_dir / RECORD_FILE).get("checkpoint") if (run_dir / RECORD_FILE).exists() else None
+    return recorded or {"file": None, "sha256": None,
+                        "note": "the selected weights were never recorded: the run's numbers cannot be checked again"}
 
 
 def migrate(runs_dir: str | os.PathLike, experiments: Experiments | None = None, say=print) -> dict[str, str]:
@@ -169,7 +188,7 @@ def migrate(runs_dir: str | os.PathLike, experiments: Experiments | None = None,
                                       + "; ".join(f"{k}: {b!r} recorded, {a!r} in the entry" for k, (a, b) in diff.items()) + ")")
             train = read_json(folder / "train.json") if (folder / "train.json").exists() else {}
             commit = train.get("provenance", {}).get("git_commit", "not recorded")
-            record = run_record(name, flag, entry_cfg, exp, commit)
+            record = run_record(name, flag, entry_cfg, exp, commit) | {"checkpoint": checkpoint_entry(folder)}
         else:
             continue
         out[folder.name] = "written" if write_record(folder, record) else "unchanged"
@@ -207,7 +226,7 @@ def data_status(dataset: str, root: str | None, size: int = 28) -> str:
         return str(err)
 
 
-EDITIONS = ("gpu-long", "gpu", "cpu-ens", "cpu-lam05-x8", "cpu-lam05-x6", "cpu-w24", "cpu-lam03-auc-x2", "cpu-lam03-auc", "cpu-long", "cpu")
+EDITIONS = ("gpu-long", "gpu", "cpu-ens", "cpu-w24-ens", "cpu-lam03-auc-x2-ens", "cpu-lam05-x8", "cpu-lam05-x6", "cpu-w24", "cpu-lam03-auc-x2", "cpu-lam03-auc", "cpu-long", "cpu")
 """The runs and ensembles the book's results chapter shows (its editions), in this order."""
 
 

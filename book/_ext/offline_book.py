@@ -9,13 +9,17 @@
 It also adds the role that puts a run's numbers into a chapter's prose without typing them: ``{run}`DATASET/RUN:FACT```
 pastes the fact that the dataset's recipes page (``executed/DATASET-recipes.ipynb``) glued as ``RUN__FACT``, read
 there from the run's results files by ``msflow_study.report.run_facts`` (for example ``{run}`bloodmnist/cpu-lam05-x6:acc```).
-A fact that page did not glue is a build warning, so an error under ``-W``.
+A fact that page did not glue is a build warning, so an error under ``-W``. A fact of a run whose selected weights were
+never recorded (its ``run.json`` has no checkpoint hash) is followed by a dagger that links to the label
+``no-checkpoint``, where the book says that its numbers cannot be checked again.
 
 An image without a description of its own (no alt text, or its file name as alt text, as notebook outputs come) gets
 its figure's caption, or else the title of its page and its place on it, as alt text.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from sphinx.builders.html._assets import _JavaScript
 from sphinx.util.docutils import SphinxRole
@@ -67,7 +71,29 @@ class RunFact(SphinxRole):
                                           inline=True, gtype="text", fmt_spec="s")
         except PendingGlueReferenceError as exc:
             return error(f"{{run}}`{self.text}`: {exc}")
+        if checkpoint_lost(Path(self.env.srcdir) / "results" / f"{dataset}-{run}"):
+            return [ref, _dagger()], []
         return [ref], []
+
+
+def checkpoint_lost(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` records that its selected weights were never kept (``run.json``)."""
+    import json
+
+    record = run_dir / "run.json"
+    if not record.exists():
+        return False
+    return json.loads(record.read_text()).get("checkpoint", {}).get("sha256", "") is None
+
+
+def _dagger():
+    from docutils import nodes
+    from sphinx import addnodes
+
+    ref = addnodes.pending_xref("", refdomain="std", reftype="ref", reftarget="no-checkpoint", refexplicit=True,
+                                refwarn=True)
+    ref += nodes.inline("", "\u2020")
+    return nodes.superscript("", "", ref, classes=["no-checkpoint"])
 
 
 def _describe_images(app, doctree, docname):

@@ -13,7 +13,7 @@ pytest.importorskip("myst_nb")
 
 
 def _book(tmp_path: Path, prose: str) -> subprocess.CompletedProcess:
-    (tmp_path / "book" / "executed").mkdir(parents=True)
+    (tmp_path / "book" / "executed").mkdir(parents=True, exist_ok=True)
     (tmp_path / "conf.py").write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'book' / '_ext')!r})\n"
                                       "extensions = ['myst_nb', 'offline_book']\nnb_execution_mode = 'off'\n"
                                       "exclude_patterns = ['_build']\n")
@@ -42,3 +42,18 @@ def test_run_role_reports_what_it_cannot_paste(tmp_path):
     assert "Glue reference 'cpu-x6__acc' not found in doc 'book/executed/bloodmnist-recipes'" in done.stderr
     assert "{run} wants DATASET/RUN:FACT" in done.stderr and "got 'no-slash'" in done.stderr
     assert "no recipes page executed/dermamnist-recipes in the book" in done.stderr
+
+
+def test_run_role_marks_a_run_whose_weights_were_never_kept(tmp_path):
+    for run, sha in (("cpu-lam05", None), ("cpu-lam05-x6", "ab" * 32)):
+        folder = tmp_path / "results" / f"bloodmnist-{run}"
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text('{"checkpoint": {"sha256": %s}}' % ("null" if sha is None else f'"{sha}"'))
+    done = _book(tmp_path, "(no-checkpoint)=\n\nLost: {run}`bloodmnist/cpu-lam05:acc` %; kept: "
+                           "{run}`bloodmnist/cpu-lam05:step`.")
+    assert done.returncode == 0 and "WARNING" not in done.stderr, done.stderr
+    html = (tmp_path / "_build" / "book" / "chapter.html").read_text()
+    assert html.count("\u2020") == 2 and html.count('class="no-checkpoint"') == 2 and 'href="#no-checkpoint"' in html
+    (tmp_path / "results" / "bloodmnist-cpu-lam05" / "run.json").write_text('{"checkpoint": {"sha256": "%s"}}' % ("cd" * 32))
+    done = _book(tmp_path, "Kept: {run}`bloodmnist/cpu-lam05:acc` %.")
+    assert "\u2020" not in (tmp_path / "_build" / "book" / "chapter.html").read_text()

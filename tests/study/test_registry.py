@@ -50,8 +50,8 @@ def test_every_recorded_run_is_its_entry_and_records_it(exp):
 
 def test_migration_is_idempotent_and_writes_what_is_committed(tmp_path, exp):
     runs = tmp_path / "results"
-    for name in ("bloodmnist-cpu-lam05-x6-seed1", "pneumoniamnist-gpu", "retinamnist-cpu-ens"):
-        shutil.copytree(RESULTS / name, runs / name, ignore=shutil.ignore_patterns("*.pt", "*.npz"))
+    for name in ("bloodmnist-cpu-lam05-x6", "pneumoniamnist-gpu", "retinamnist-cpu-ens"):  # weights in git: see the checkpoint
+        shutil.copytree(RESULTS / name, runs / name, ignore=shutil.ignore_patterns("*.npz"))
     for f in runs.glob("*/run.json"):
         f.unlink()
     assert set(registry.migrate(runs, exp, say=lambda _: None).values()) == {"written"}
@@ -63,6 +63,19 @@ def test_migration_is_idempotent_and_writes_what_is_committed(tmp_path, exp):
         assert content == (RESULTS / f.parent.name / "run.json").read_bytes()
     record = json.loads((runs / "pneumoniamnist-gpu" / "run.json").read_text())
     assert record["overrides"]["train.max_steps"] == 400 and record["base"] == "gpu"  # the length the time box fitted
+    assert record["checkpoint"]["file"] == "best.pt" and len(record["checkpoint"]["sha256"]) == 64
+
+
+def test_migration_keeps_the_recorded_checkpoint_of_weights_not_in_the_clone(tmp_path, exp):
+    # a clone holds only the book's checkpoints: the others' hashes stay as recorded, and a run never recorded says so
+    runs = tmp_path / "results"
+    shutil.copytree(RESULTS / "bloodmnist-cpu-lam05-x6-seed1", runs / "bloodmnist-cpu-lam05-x6-seed1",
+                    ignore=shutil.ignore_patterns("*.pt", "*.npz"))
+    assert registry.migrate(runs, exp, say=lambda _: None) == {"bloodmnist-cpu-lam05-x6-seed1": "unchanged"}
+    (runs / "bloodmnist-cpu-lam05-x6-seed1" / "run.json").unlink()
+    registry.migrate(runs, exp, say=lambda _: None)
+    lost = json.loads((runs / "bloodmnist-cpu-lam05-x6-seed1" / "run.json").read_text())["checkpoint"]
+    assert lost["sha256"] is None and "cannot be checked again" in lost["note"]
 
 
 def test_migration_refuses_a_folder_without_its_entry_or_with_another_config(tmp_path, exp):
