@@ -36,6 +36,82 @@ def save_png(array: np.ndarray, path: str, scale: int = 1) -> None:
     img.save(path)
 
 
+STYLE = {
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 9, "ytick.labelsize": 9,
+    "legend.fontsize": 9, "legend.frameon": False, "figure.titlesize": 10, "figure.dpi": 110, "savefig.dpi": 220,
+    "savefig.bbox": "tight", "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+    "grid.alpha": 0.3, "lines.linewidth": 1.6, "lines.markersize": 3.5, "image.cmap": "gray",
+}
+"""The matplotlib settings of every figure in the book: fonts of 9 pt at least, no box around legends, light grids, and
+figures at twice the screen's resolution (``savefig.dpi``; notebooks render their figures as "retina" PNGs)."""
+
+PAPER_COLOUR = "#000000"
+RECIPE_COLOURS = {
+    "cpu": "#0072B2", "gpu": "#D55E00", "cpu-lam05": "#009E73", "cpu-lam05-x6": "#CC79A7", "cpu-lam05-x8": "#E69F00",
+    "cpu-w24": "#56B4E9", "cpu-lam03": "#8C564B", "cpu-lam03-auc": "#BCBD22", "cpu-lam03-auc-x2": "#9467BD",
+    "cpu-reference": "#17BECF", "gpu-long": "#E377C2", "gpu-reference": "#393B79", "gpu-wide": "#AD494A",
+    "cpu-long": "#637939", "cpu-drop": "#843C39",
+}
+"""A fixed colour per recipe, the same in every figure of the book (the Okabe-Ito colours first). A run's seeds and
+their ensemble take their recipe's colour; the paper is black. Other names (baselines among them) get a colour of their
+own in each figure from :func:`colours_for`."""
+
+_EXTRA = ("#D62728", "#2CA02C", "#7F7F7F", "#FF7F0E", "#1F77B4", "#8C6D31", "#7B4173", "#31A354", "#E6550D", "#756BB1",
+          "#6B6ECF", "#B5CF6B", "#E7BA52", "#D6616B", "#CE6DBD", "#636363")
+
+
+def recipe_of(label: str) -> str:
+    """The recipe a figure label names: ``"ours, cpu-w24-seed2"`` -> ``"cpu-w24"``; ``"cpu-ens"`` -> ``"cpu"``."""
+    import re
+
+    name = label.split(", ")[-1].split(" (")[0].strip()
+    return re.sub(r"(-seed\d+|-ens)+$", "", name)
+
+
+def run_colour(label: str) -> str | None:
+    """The fixed colour of ``label``: black for the paper, its recipe's (:data:`RECIPE_COLOURS`) for a recipe, a run of
+    it, its seeds and their ensemble; None for other labels (see :func:`colours_for`)."""
+    if label.lower().startswith("paper"):
+        return PAPER_COLOUR
+    return RECIPE_COLOURS.get(recipe_of(label))
+
+
+def colours_for(labels: Sequence[str]) -> dict[str, str]:
+    """A colour per label of one figure: the fixed ones of :func:`run_colour`, and for the rest (baselines, scores)
+    the colours of a colour-blind-safe palette that no label of the figure has taken yet, in order."""
+    fixed = {label: run_colour(label) for label in labels}
+    free = [c for c in _EXTRA + tuple(RECIPE_COLOURS.values()) if c not in set(fixed.values())]
+    out, given = {}, {}
+    for label in labels:
+        if fixed[label] is not None:
+            out[label] = fixed[label]
+        else:
+            key = label
+            if key not in given:
+                given[key] = free[len(given) % len(free)]
+            out[label] = given[key]
+    return out
+
+
+def legend_outside(ax, **kwargs):
+    """The legend of ``ax`` to the right of its axes, where it covers no data."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
+
+
+def use_style() -> None:
+    """Apply :data:`STYLE`, and in a notebook render figures at twice the resolution (called by every plot here)."""
+    import matplotlib
+
+    matplotlib.rcParams.update(STYLE)
+    if _in_notebook():
+        try:
+            from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+            set_matplotlib_formats("retina")
+        except ImportError:  # pragma: no cover - matplotlib-inline comes with ipykernel
+            pass
+
+
 def _plt():
     import matplotlib
 
@@ -43,6 +119,7 @@ def _plt():
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    use_style()
     return plt
 
 
@@ -67,7 +144,7 @@ def show_images(images: np.ndarray, titles: Sequence[str] | None = None, ncol: i
             img = images[i]
             ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap=cmap, vmin=0, vmax=255)
             if titles:
-                ax.set_title(titles[i], fontsize=7)
+                ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -75,29 +152,27 @@ def show_images(images: np.ndarray, titles: Sequence[str] | None = None, ncol: i
 def plot_accuracy_rejection(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]], title: str = "", ax=None):
     """Accuracy against rejected fraction. ``curves``: label -> (fractions, accuracy, std or None).
 
-    Every curve gets its own colour (tab20 beyond ten curves); curves whose label starts with "paper" are drawn
-    black and dashed with square markers, and "ResNet" baselines dashed, so that sources stay apart.
+    Each curve takes its label's colour (:func:`colours_for`: the paper black, each recipe its own); the paper's
+    curves are dashed with square markers and the "ResNet" baselines dashed, so that sources stay apart. The legend
+    sits outside the axes.
     """
     plt = _plt()
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.6))
-    ours = [k for k in curves if not k.startswith("paper")]
-    colours = plt.get_cmap("tab10" if len(ours) <= 10 else "tab20").colors
-    for i, (label, (frac, acc, std)) in enumerate(curves.items()):
+    colours = colours_for(list(curves))
+    for label, (frac, acc, std) in curves.items():
         frac, acc = np.asarray(frac) * 100, np.asarray(acc) * 100
         if label.startswith("paper"):
-            style = {"color": "k", "ls": "--", "marker": "s", "ms": 4}
+            style = {"ls": "--", "marker": "s", "ms": 4}
         else:
-            style = {"color": colours[ours.index(label) % len(colours)], "ls": "--" if label.startswith("ResNet") else "-",
-                     "marker": "o", "ms": 3}
-        line = ax.plot(frac, acc, label=label, **style)[0]
+            style = {"ls": "--" if label.startswith("ResNet") else "-", "marker": "o", "ms": 3}
+        line = ax.plot(frac, acc, label=label, color=colours[label], **style)[0]
         if std is not None:
             ax.fill_between(frac, acc - 100 * np.asarray(std), acc + 100 * np.asarray(std), color=line.get_color(), alpha=0.2)
     ax.set_xlabel("rejected (most uncertain first), %")
     ax.set_ylabel("accuracy on the rest, %")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7 if len(curves) > 6 else 8)
+    legend_outside(ax)
     return ax
 
 
@@ -129,8 +204,7 @@ def plot_history(history: Sequence[dict], x: str = "images", title: str = "", ax
     ax.set_xlabel({"images": "training images seen", "train_seconds": "training wall time, s", "step": "step"}.get(x, x))
     ax.set_ylabel("%")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     return ax
 
 
@@ -151,8 +225,7 @@ def plot_class_recall(history: Sequence[dict], labels: Sequence[str], x: str = "
     ax.set_ylabel("validation recall, %")
     ax.set_ylim(-3, 103)
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2 if len(labels) > 4 else 1)
+    legend_outside(ax)
     return ax
 
 
@@ -169,10 +242,10 @@ def plot_trajectory(frames: np.ndarray, times: Sequence[float], title: str = "",
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(f"t = {times[j]:.2f}", fontsize=7)
+                ax.set_title(f"t = {times[j]:.2f}", fontsize=9)
             if j == 0 and row_labels:
-                ax.set_ylabel(row_labels[i], fontsize=7)
-    fig.suptitle(title, fontsize=9)
+                ax.set_ylabel(row_labels[i], fontsize=9)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -188,10 +261,10 @@ def plot_class_balance(counts: dict[str, Sequence[int]], labels: Sequence[str], 
         total = max(sum(c), 1)
         ax.bar(np.arange(k) + i * width, 100 * np.asarray(c) / total, width, label=f"{split} (n = {total})")
     ax.set_xticks(np.arange(k) + 0.4 - width / 2)
-    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
+    ax.set_xticklabels(labels, rotation=30, ha="right")
     ax.set_ylabel("share of the split, %")
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    legend_outside(ax)
     return ax
 
 
@@ -206,19 +279,19 @@ def plot_codes(num_classes: int, labels: Sequence[str], beta: float = 4.0, title
     for k, p in enumerate(class_palette_indices(num_classes).tolist()):
         r, c = divmod(p, 16)
         ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=2))
-        ax.text(c, r, str(k), ha="center", va="center", fontsize=8, color="white" if pal[r, c].mean() < 128 else "black")
+        ax.text(c, r, str(k), ha="center", va="center", fontsize=9, color="white" if pal[r, c].mean() < 128 else "black")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title("RGB code: the 64-colour palette, classes boxed", fontsize=9)
+    ax.set_title("RGB code: the 64-colour palette, classes boxed")
     gray = GrayCode(num_classes, beta)
     levels = gray.prototypes[:, 0].numpy()
     ax2.barh(np.arange(num_classes), levels, xerr=gray.noise_halfwidth, color=[str(0.5 + v / (2 * beta) * 0.9) for v in levels], ec="k")
     ax2.set_yticks(np.arange(num_classes))
-    ax2.set_yticklabels([f"{k}: {n[:16]}" for k, n in enumerate(labels)], fontsize=7)
+    ax2.set_yticklabels([f"{k}: {n[:16]}" for k, n in enumerate(labels)])
     ax2.axvline(0, color="k", lw=0.5)
     ax2.set_xlabel("gray code value (bar: dequantisation noise)")
-    ax2.set_title("SymmFlow's one-channel code", fontsize=9)
-    fig.suptitle(title, fontsize=10)
+    ax2.set_title("SymmFlow's one-channel code")
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -232,10 +305,10 @@ def plot_distances(distances: np.ndarray, labels: Sequence[str], true: int | Non
     colors = ["tab:green" if k == int(d.argmin()) else "tab:gray" for k in range(len(d))]
     ax.barh(np.arange(len(d)), d, color=colors)
     ax.set_yticks(np.arange(len(d)))
-    ax.set_yticklabels([f"{n[:14]}{' (true)' if k == true else ''}" for k, n in enumerate(labels)], fontsize=7)
+    ax.set_yticklabels([f"{n[:14]}{' (true)' if k == true else ''}" for k, n in enumerate(labels)])
     ax.invert_yaxis()
     ax.set_xlabel("distance to class colour (lower = closer)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title)
     return ax
 
 
@@ -248,31 +321,58 @@ def plot_reliability(calibrations: dict[str, "object"], title: str = "", ax=None
     if ax is None:
         _, ax = plt.subplots(figsize=(4.2, 4))
     ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls="--", label="perfectly calibrated")
+    colours = colours_for(list(calibrations))
     for label, cal in calibrations.items():
         keep = cal.bin_count > 0
         ax.plot(np.asarray(cal.bin_confidence)[keep], np.asarray(cal.bin_accuracy)[keep], marker="o", ms=3,
-                label=f"{label} (ECE {cal.ece:.3f})")
+                color=colours[label], label=f"{label} (ECE {cal.ece:.3f})")
     ax.set_xlabel("confidence (top-class probability)")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    legend_outside(ax)
     return ax
 
 
-def plot_time_to_accuracy(histories: dict[str, Sequence[dict]], x: str = "images", ax=None, title: str = ""):
-    """Validation accuracy of several runs against training images seen (or ``x="train_seconds"``)."""
+def plot_time_to_accuracy(histories: dict[str, Sequence[dict]], x: str = "images", ax=None, title: str = "",
+                          legend: bool = True):
+    """Validation accuracy of several runs against training images seen (or ``x="train_seconds"``): each run in its
+    recipe's colour (:func:`colours_for`), its other seeds dotted; the legend outside the axes."""
+    import re
+
     plt = _plt()
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.4))
+    colours = colours_for(list(histories))
     for label, history in histories.items():
         xs = np.array([h[x] for h in history], dtype=float) / (60 if x == "train_seconds" else 1)
-        ax.plot(xs, [100 * h["val_acc"] for h in history], marker="o", ms=3, label=label)
+        seed = re.search(r"-seed\d+$", label) is not None
+        ax.plot(xs, [100 * h["val_acc"] for h in history], marker="o", ms=2.5 if seed else 3, label=label,
+                color=colours[label], ls=":" if seed else "-", lw=1.2 if seed else 1.6)
     ax.set_xlabel({"images": "training images seen", "train_seconds": "training wall time, min"}.get(x, x))
     ax.set_ylabel("validation accuracy, %")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if legend:
+        legend_outside(ax)
     return ax
+
+
+def plot_time_to_accuracy_panels(panels: dict[str, dict[str, Sequence[dict]]], x: str = "images", ncols: int = 2,
+                                 width: float = 4.6, height: float = 2.9):
+    """One :func:`plot_time_to_accuracy` panel per group of runs (``panels``: title -> {label: history}), all on the
+    same axes' ranges, so that each panel has a few lines and the groups compare at a glance; each panel's legend
+    sits to its right. Returns the figure."""
+    plt = _plt()
+    n = max(len(panels), 1)
+    rows = -(-n // ncols)
+    fig, axes = plt.subplots(rows, ncols, figsize=(ncols * (width + 2.2), rows * height), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax, (title, histories) in zip(axes.flat, panels.items()):
+        plot_time_to_accuracy(histories, x, ax=ax, title=title)
+        ax.xaxis.set_tick_params(labelbottom=True)
+        ax.yaxis.set_tick_params(labelleft=True)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig

@@ -17,7 +17,7 @@ def test_accuracy_rejection_keeps_every_curve_apart():
     ours = [matplotlib.colors.to_hex(lines[k].get_color()) for k in curves if not k.startswith("paper")]
     assert len(set(ours)) == len(ours) == 11  # eleven curves, eleven colours
     paper = lines["paper, MedSymmFlow (28)"]
-    assert paper.get_color() == "k" and paper.get_linestyle() == "--" and paper.get_marker() == "s"
+    assert paper.get_color() == "#000000" and paper.get_linestyle() == "--" and paper.get_marker() == "s"
     assert lines["ResNet-18 a"].get_linestyle() == "--" and lines["MedSymmFlow score 0"].get_linestyle() == "-"
     assert np.allclose(lines["MedSymmFlow score 3"].get_ydata(), 53.0)  # in percent
 
@@ -36,3 +36,32 @@ def test_class_recall_draws_one_line_per_class_in_percent():
         assert "retrain" in str(e)
     else:
         raise AssertionError("a history without per-class recall must be refused")
+
+
+def test_a_recipe_has_one_colour_everywhere_its_seeds_share_it_and_legends_sit_outside():
+    frac = np.linspace(0, 0.9, 10)
+    a = plotting.plot_accuracy_rejection({"ours, cpu-ens": (frac, np.full(10, 0.8), None),
+                                          "ResNet-18 (28)": (frac, np.full(10, 0.7), None)})
+    history = [{"images": 64, "train_seconds": 60.0, "val_acc": 0.5}, {"images": 128, "train_seconds": 120.0, "val_acc": 0.6}]
+    b = plotting.plot_time_to_accuracy({"cpu": history, "cpu-seed1": history, "cpu-w24": history, "mystery": history})
+    colour = {line.get_label(): matplotlib.colors.to_hex(line.get_color()) for ax in (a, b) for line in ax.get_lines()}
+    assert colour["ours, cpu-ens"] == colour["cpu"] == colour["cpu-seed1"] == plotting.RECIPE_COLOURS["cpu"].lower()
+    assert colour["cpu-w24"] == plotting.RECIPE_COLOURS["cpu-w24"].lower()
+    assert len({colour["cpu"], colour["cpu-w24"], colour["mystery"]}) == 3
+    lines = {line.get_label(): line for line in b.get_lines()}
+    assert lines["cpu-seed1"].get_linestyle() == ":" and lines["cpu"].get_linestyle() == "-"
+    fig = b.figure
+    fig.canvas.draw()
+    legend = b.get_legend().get_window_extent()
+    assert legend.x0 >= b.get_window_extent().x1  # right of the axes: it covers no curve
+    assert matplotlib.rcParams["legend.fontsize"] >= 9 and matplotlib.rcParams["savefig.dpi"] >= 200
+
+
+def test_time_to_accuracy_panels_put_each_group_in_its_own_panel():
+    history = [{"images": 64, "val_acc": 0.5}, {"images": 128, "val_acc": 0.7}]
+    fig = plotting.plot_time_to_accuracy_panels({"loss weight": {"cpu": history, "cpu-lam05": history},
+                                                 "width": {"cpu": history, "cpu-w24": history, "cpu-w24-seed1": history}})
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == ["loss weight", "width"]
+    assert [len(ax.get_lines()) for ax in shown] == [2, 3]
+    assert np.allclose(shown[1].get_lines()[1].get_ydata(), [50, 70])
