@@ -243,6 +243,13 @@ def load_split(
     return Split(images=x, labels=y, info=info, name=split, size=size, path=str(path), md5=md5, synthetic=synthetic)
 
 
+def shared_images(a: Split, b: Split) -> int:
+    """How many images of split ``a`` are byte-identical to an image of split ``b`` (for example test images that are
+    also training images: a leak between the splits)."""
+    seen = {bytes(memoryview(img.numpy()).cast("B")) for img in b.images}
+    return sum(bytes(memoryview(img.numpy()).cast("B")) in seen for img in a.images)
+
+
 def to_model_input(images: torch.Tensor, resolution: int) -> torch.Tensor:
     """uint8 ``(B, C, H, W)`` to float in [-1, 1] at ``resolution`` (bilinear, as the reference)."""
     x = images.float().div_(127.5).sub_(1.0)

@@ -148,3 +148,22 @@ def test_a_synthetic_file_never_replaces_another_file(tmp_path, capsys):
 
     assert cli.main(["data", "--synthetic", str(tmp_path), "--dataset", "pneumoniamnist"]) == 2
     assert "never replaces it" in capsys.readouterr().err and real.read_bytes() == b"a real file, say"
+
+
+def test_shared_images_counts_byte_identical_images_across_splits(synthetic_root):
+    import dataclasses
+
+    train = data.load_split("bloodmnist", "train", root=synthetic_root)
+    test = data.load_split("bloodmnist", "test", root=synthetic_root)
+    assert data.shared_images(test, train) == 0  # random synthetic images
+    leaked = dataclasses.replace(test, images=torch.cat([train.images[:3], test.images[3:]]))
+    assert data.shared_images(leaked, train) == 3
+    nudged = train.images[:1].clone()
+    nudged[0, 0, 0, 0] ^= 1  # one bit off is another image
+    assert data.shared_images(dataclasses.replace(test, images=nudged), train) == 0
+
+
+def test_bloodmnist_official_split_shares_five_test_images_with_training():
+    root = require_real("bloodmnist")
+    train, test = (data.load_split("bloodmnist", s, root=root) for s in ("train", "test"))
+    assert data.shared_images(test, train) == 5
