@@ -72,7 +72,8 @@ def settings_table(declared: dict[str, tuple[Any, str]], params: dict[str, Any],
 
 def tidy(nb: dict[str, Any], rel: str) -> dict[str, Any]:
     """``nb`` (an executed notebook as JSON) with its parameters cells removed from the book, its title set by
-    :func:`page_title` and, on a run's page, its settings table after the title."""
+    :func:`page_title` and, on a run's page, its settings table after the title; a run's page and a recipes page are
+    marked ``orphan`` (their dataset's page links them; the table of contents does not list them)."""
     if "cells" not in nb:  # not a notebook: nothing to tidy
         return nb
     nb = copy.deepcopy(nb)
@@ -82,12 +83,14 @@ def tidy(nb: dict[str, Any], rel: str) -> dict[str, Any]:
         tags = cell.get("metadata", {}).get("tags", [])
         if {"parameters", "injected-parameters"} & set(tags) and HIDDEN not in tags:
             cell["metadata"]["tags"] = [*tags, HIDDEN]
+    stage = rel.split("/")[-1]
+    if stage in SUBJECTS or rel.endswith("-recipes"):  # reached from its dataset's page, not the table of contents
+        nb = {**nb, "metadata": {**nb.get("metadata", {}), "orphan": True}}
     title = page_title(rel)
     first = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"), None)
     if title and first is not None:
         text = "".join(cells[first]["source"])
         cells[first]["source"] = re.sub(r"\A# .*", lambda _: f"# {title}", text, count=1)
-        stage = rel.split("/")[-1]
         if stage in SUBJECTS:
             run = params.get("run_name") or params.get("profile") or rel.split("/")[0].partition("-")[2]
             source = next(("".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), "")
@@ -111,19 +114,37 @@ FACTS = ("acc", "acc_std", "auc", "aucm", "minutes", "params")
 """The numbers a dataset page quotes for each of its runs (``{run}`` facts of the dataset's recipes page)."""
 
 
-def glued_runs(recipes_page: Path) -> set[str]:
-    """The runs whose :data:`FACTS` the executed recipes page glued, so that a dataset page may quote them."""
+def glued_runs(recipes_page: Path) -> dict[str, set[str]]:
+    """The runs whose :data:`FACTS` the executed recipes page glued, so that a dataset page may quote them, each with
+    every fact glued for it."""
     if not recipes_page.exists():
-        return set()
+        return {}
     nb = json.loads(recipes_page.read_text())
     keys = {o.get("metadata", {}).get("scrapbook", {}).get("name") for c in nb.get("cells", []) for o in c.get("outputs", [])}
-    return {k.partition("__")[0] for k in keys if k and k.endswith("__acc")
-            and all(f"{k.partition('__')[0]}__{f}" in keys for f in FACTS)}
+    facts: dict[str, set[str]] = {}
+    for k in keys:
+        if k and "__" in k:
+            run, _, fact = k.partition("__")
+            facts.setdefault(run, set()).add(fact)
+    return {run: f for run, f in facts.items() if set(FACTS) <= f}
 
 
-def dataset_page(flag: str, runs: list[str], pages: dict[str, list[str]], quoted: set[str], recipes: bool) -> str:
+def _evidence(fact, glued: set[str]) -> str:
+    """The validation evidence a dataset page's tab names (``fact``: a fact's ``{run}`` reference; ``glued``: the facts
+    glued for the run): the checkpoint and the readout chosen on validation, or the seeds an ensemble reads."""
+    readout = f"readout {fact('readout')}, chosen on validation" if "readout" in glued else "the paper's single read"
+    if {"step", "select", "best_val", "best_val_auc"} <= glued:
+        return (f"Chosen on validation: the checkpoint of step {fact('step')}, by its {fact('select')} (validation "
+                f"accuracy {fact('best_val')} %, AUC {fact('best_val_auc')} %); {readout}.")
+    if "members" in glued:
+        return f"Seeds {fact('seeds')} of {fact('run')}, read together; {readout}."
+    return f"Read with {readout}."
+
+
+def dataset_page(flag: str, runs: list[str], pages: dict[str, list[str]], quoted: dict[str, set[str]],
+                 recipes: bool) -> str:
     """The Markdown of a dataset's page in the results chapter: a tab per run (``runs``, in order) with its test numbers
-    (for the runs in ``quoted``) and links to its pages (``pages``: run -> the stages executed for it), then the link to
+    and the validation evidence of its choices (for the runs in ``quoted``, with the facts glued for each) and links to its pages (``pages``: run -> the stages executed for it), then the link to
     the dataset's recipes page."""
     info = get_info(flag)
     lines = [f"# {info.title}: the runs", "",
@@ -137,6 +158,8 @@ def dataset_page(flag: str, runs: list[str], pages: dict[str, list[str]], quoted
             fact = lambda f: f"{{run}}`{flag}/{run}:{f}`"  # noqa: E731
             lines.append(f"Test accuracy {fact('acc')} ± {fact('acc_std')}, AUC {fact('auc')} ({fact('aucm')}); "
                          f"{fact('params')} parameters, {fact('minutes')} min of training.")
+            lines.append("")
+            lines.append(_evidence(fact, quoted[run]))
         links = [f"{{doc}}`{SUBJECTS[stage]} <../executed/{flag}-{run}/{stage}>`" for stage in pages.get(run, [])]
         lines.append("")
         lines.append("Its pages: " + " · ".join(links) + "." if links else

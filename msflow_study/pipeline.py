@@ -144,10 +144,11 @@ def _normalised(text: str):
 
 def write_toc() -> bool:
     """Write the results chapter's contents: per dataset, its page (``book/datasets/<flag>.md``: a tab per run with its
-    test numbers and links, see :func:`msflow_study.pages.dataset_page`) and, under it, the pages of every run executed
-    here (``book/executed/<flag>-<run>/``), the book's editions first in their order
-    (:data:`~msflow_study.registry.EDITIONS`), then its recipe comparison. A file is rewritten only when its content
-    changes; True if one was."""
+    test numbers and links to the pages of every run executed here, ``book/executed/<flag>-<run>/``, the book's
+    editions first in their order, :data:`~msflow_study.registry.EDITIONS`, then its recipe comparison; see
+    :func:`msflow_study.pages.dataset_page`). The run and recipes pages themselves stay out of the table of contents
+    (they are orphans, :func:`msflow_study.pages.tidy`), which lists the chapters and the dataset pages. A file is
+    rewritten only when its content changes; True if one was."""
     entries, changed = [], False
     for ds in STUDY_DATASETS:
         info = get_info(ds)
@@ -155,17 +156,14 @@ def write_toc() -> bool:
         names = [e for e in EDITIONS if e in done] + [p for p in done if p not in EDITIONS]
         stages = {p: [s for s in STAGES + EXTRAS if (EXECUTED / f"{info.flag}-{p}" / f"{s}.ipynb").exists()] for p in names}
         recipes = EXECUTED / f"{info.flag}-recipes.ipynb"
-        pages = [f"{info.flag}-{p}/{s}" for p in names for s in stages[p]] + ([recipes.stem] if recipes.exists() else [])
-        if not pages:
+        if not any(stages.values()) and not recipes.exists():
             continue
         quoted = glued_runs(recipes)
         recorded = [e for e in EDITIONS if e in quoted and (ROOT / "results" / f"{info.flag}-{e}" / "eval_test.json").exists()]
         runs = [e for e in EDITIONS if e in names or e in recorded] + [p for p in names if p not in EDITIONS]
         text = dataset_page(info.flag, runs, stages, quoted, recipes.exists())
         changed |= write_text_if_changed(ROOT / "book" / "datasets" / f"{info.flag}.md", text)
-        entries.append(f"          - file: book/datasets/{info.flag}\n            title: \"{info.title}: the runs\"\n"
-                       f"            sections:")
-        entries += [f"              - file: book/executed/{page}\n                title: \"{page_title(page)}\"" for page in pages]
+        entries.append(f"          - file: book/datasets/{info.flag}\n            title: \"{info.title}: the runs\"")
     toc = TOC_HEAD.format(runs="\n".join(entries)).replace("        sections:\n\n", "\n")
     return write_text_if_changed(ROOT / "_toc.yml", toc) or changed
 

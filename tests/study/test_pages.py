@@ -53,12 +53,15 @@ def test_tidy_hides_the_parameters_titles_the_page_and_states_its_settings():
     assert "| solver | (empty) | empty keeps the run's |" in table
     assert "python -m msflow_study run --name cpu bloodmnist" in table
     assert "/home/me" not in table and "cuda" not in table  # where it ran is no setting
+    assert nb["metadata"]["orphan"] is True  # its dataset's page links it; the table of contents does not
     assert pages.tidy(nb, "bloodmnist-cpu/evaluate") == nb  # idempotent
+    assert pages.tidy(_page(), "bloodmnist-recipes")["metadata"]["orphan"] is True
 
 
 def test_pages_without_a_run_keep_their_title_and_get_no_settings():
     nb = pages.tidy(_page(), "summary")
     assert len(nb["cells"]) == 4 and "".join(nb["cells"][0]["source"]).startswith("# Evaluation")
+    assert "orphan" not in nb["metadata"]  # a chapter: in the table of contents
     assert "remove-cell" in nb["cells"][1]["metadata"]["tags"]
 
 
@@ -98,3 +101,16 @@ def test_the_committed_pages_are_tidy_and_show_no_machine_path():
         titles.append("".join(nb["cells"][0]["source"]).splitlines()[0])
     duplicated = {t for t in titles if titles.count(t) > 1}
     assert not duplicated, f"pages share titles: {sorted(duplicated)}"
+
+
+def test_a_dataset_page_names_the_validation_evidence_of_each_run():
+    base = set(pages.FACTS)
+    quoted = {"cpu": base | {"step", "select", "best_val", "best_val_auc", "readout"},
+              "cpu-ens": base | {"members", "seeds", "run", "readout"}}
+    page = pages.dataset_page("retinamnist", ["cpu-ens", "cpu", "gpu"], {"cpu": ["train"]}, quoted, recipes=True)
+    assert ("Chosen on validation: the checkpoint of step {run}`retinamnist/cpu:step`, by its "
+            "{run}`retinamnist/cpu:select` (validation accuracy {run}`retinamnist/cpu:best_val` %") in page
+    assert "readout {run}`retinamnist/cpu:readout`, chosen on validation" in page
+    assert "Seeds {run}`retinamnist/cpu-ens:seeds` of {run}`retinamnist/cpu-ens:run`, read together" in page
+    assert "{run}`retinamnist/gpu:" not in page  # not glued: nothing quoted
+    assert page.index("tab-item} cpu-ens") < page.index("tab-item} cpu\n") < page.index("tab-item} gpu")

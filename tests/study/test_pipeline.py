@@ -66,7 +66,7 @@ def test_gpu_session_packs_new_results_in_parts(tmp_path, run):
     assert "results/pneumoniamnist-gpu/train.json" in names and "results/pneumoniamnist-gpu/best.pt" not in names
 
 
-def test_toc_lists_every_executed_run(tmp_path, monkeypatch):
+def test_toc_lists_the_dataset_pages_which_link_every_executed_run(tmp_path, monkeypatch):
     module = pipeline
     executed = tmp_path / "book" / "executed"
     for page in ("pneumoniamnist-cpu/train", "pneumoniamnist-gpu/train", "pneumoniamnist-gpu/evaluate", "pneumoniamnist-recipes"):
@@ -76,15 +76,16 @@ def test_toc_lists_every_executed_run(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "ROOT", tmp_path)
     assert module.write_toc() is True
     toc = (tmp_path / "_toc.yml").read_text()
-    order = [toc.index(f"book/executed/{p}\n") for p in ("pneumoniamnist-gpu/train", "pneumoniamnist-gpu/evaluate",
-                                                           "pneumoniamnist-cpu/train", "pneumoniamnist-recipes")]
-    assert order == sorted(order) and 'title: "PneumoniaMNIST, cpu: training"' in toc  # the editions' order
-    assert "bloodmnist" not in toc
+    assert 'file: book/datasets/pneumoniamnist\n            title: "PneumoniaMNIST: the runs"' in toc
+    assert "book/executed/pneumoniamnist-" not in toc and "bloodmnist" not in toc  # run pages are orphans
+    assert toc.count("- file:") <= 20
     assert module.write_toc() is False  # the same pages: the file is left as it is
-    # the dataset's page has a tab per run, and the runs' pages sit under it
+    # the dataset's page has a tab per run, in the editions' order, linking the runs' pages and the recipes page
     page = (tmp_path / "book" / "datasets" / "pneumoniamnist.md").read_text()
-    assert page.count(":::{tab-item}") == 2 and toc.index("book/datasets/pneumoniamnist") < order[0]
+    assert page.count(":::{tab-item}") == 2 and page.index("tab-item} gpu") < page.index("tab-item} cpu")
     assert "{doc}`evaluation <../executed/pneumoniamnist-gpu/evaluate>`" in page
+    assert "{doc}`training <../executed/pneumoniamnist-cpu/train>`" in page
+    assert "{doc}`../executed/pneumoniamnist-recipes`" in page
     assert "{run}`" not in page  # the recipes page glued no facts: no number is quoted
 
 
