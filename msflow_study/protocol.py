@@ -208,7 +208,7 @@ def ensemble_runs(members: list[str | Path], out: str | Path,
             "config": first["config"],
             "eval": found[0][1]["eval"],
             "metrics": result.to_dict(),
-            "training": total | {"images_per_second": total["images_seen"] / total["train_seconds"], "device": same("device"),
+            "training": total | {"images_per_second": total["images_seen"] / total["train_seconds"], "device": same("device") or " and ".join(dict.fromkeys(str(t.get("device")) for t in trainings)),
                                  "git_commit": same("git_commit") or "several (see ensemble.members)"},
             "provenance": provenance("cpu"),
             "ensemble": {

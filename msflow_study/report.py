@@ -29,12 +29,12 @@ def readout_table(choice: dict[str, Any], reference: dict[str, Any]):
             choice["test"] if views == choice["chosen"] else None)
         rows.append({
             "views": views, "network evaluations per image": o["views"] * reference["eval"]["steps"],
-            "validation ACC": pct(o["mean"]["acc"], o["std"]["acc"], 2),
-            "validation AUC (paper's)": pct(o["mean"]["auc_paper"], o["std"]["auc_paper"], 2),
+            "validation ACC": pct(o["mean"]["acc"], o["std"]["acc"]),
+            "validation AUC (paper's)": pct(o["mean"]["auc_paper"], o["std"]["auc_paper"]),
             "chosen": "yes" if views == choice["chosen"] else "",
-            "test ACC": pct(test["mean"]["acc"], test["std"]["acc"], 2) if test else "not evaluated",
-            "test AUC (paper's)": pct(test["mean"]["auc_paper"], test["std"]["auc_paper"], 2) if test else "not evaluated",
-            "test AUC (MedMNIST)": pct(test["mean"]["auc_medmnist"], test["std"]["auc_medmnist"], 2) if test else "not evaluated",
+            "test ACC": pct(test["mean"]["acc"], test["std"]["acc"]) if test else "not evaluated",
+            "test AUC (paper's)": pct(test["mean"]["auc_paper"], test["std"]["auc_paper"]) if test else "not evaluated",
+            "test AUC (MedMNIST)": pct(test["mean"]["auc_medmnist"], test["std"]["auc_medmnist"]) if test else "not evaluated",
         })
     return pd.DataFrame(rows).set_index("views")
 
@@ -49,13 +49,13 @@ def readout_prose(chosen: dict[str, dict[str, dict[str, Any]]], ours: dict[str, 
             val = {v: o["mean"]["acc"] for v, o in choice["options"].items()}
             m = rec["metrics"]
             line = (f"- **{get_info(flag).title}**, `{name}`: validation accuracy "
-                    + ", ".join(f"{pct(a, digits=2)} % with views {v}" for v, a in val.items())
-                    + f"; chosen: **{choice['chosen']}**, test accuracy {pct(m['mean']['acc'], m['std']['acc'], 2)} %, "
-                    f"AUC {pct(m['mean']['auc_paper'], m['std']['auc_paper'], 2)} % (paper's)")
+                    + ", ".join(f"{pct(a)} % with views {v}" for v, a in val.items())
+                    + f"; chosen: **{choice['chosen']}**, test accuracy {pct(m['mean']['acc'], m['std']['acc'])} %, "
+                    f"AUC {pct(m['mean']['auc_paper'], m['std']['auc_paper'])} % (paper's)")
             if ref is not None and choice["chosen"] != "none":
                 r = ref["metrics"]
-                line += (f", against {pct(r['mean']['acc'], r['std']['acc'], 2)} % and "
-                         f"{pct(r['mean']['auc_paper'], r['std']['auc_paper'], 2)} % read once")
+                line += (f", against {pct(r['mean']['acc'], r['std']['acc'])} % and "
+                         f"{pct(r['mean']['auc_paper'], r['std']['auc_paper'])} % read once")
             lines.append(line + ".")
     return "\n".join(lines) if lines else "No run has its readout views chosen yet (`python -m msflow_study choose-views --run RUN`)."
 
@@ -143,11 +143,11 @@ def seeds_table(runs_dir: str | os.PathLike, names: Iterable[str], datasets: Ite
                 best = read_json(run / "train.json")["best"]["step"] if (run / "train.json").exists() else ""
                 means.append(m["mean"])
                 rows.append({"dataset": get_info(ds).title, "run": name, "seed": str(seed), "selected step": str(best),
-                             **{label: pct(m["mean"][key], m["std"][key], 2) for label, key in _SEED_METRICS}})
+                             **{label: pct(m["mean"][key], m["std"][key]) for label, key in _SEED_METRICS}})
             summary = {}
             for label, key in _SEED_METRICS:
                 v = np.array([mean[key] for mean in means])
-                summary[label] = f"{pct(v.mean(), digits=2)} ({pct(v.min(), digits=2)} to {pct(v.max(), digits=2)})"
+                summary[label] = f"{pct(v.mean(), digits=1)} ({pct(v.min(), digits=1)} to {pct(v.max(), digits=1)})"
             rows.append({"dataset": get_info(ds).title, "run": name, "seed": f"mean of {len(runs)} (range)",
                          "selected step": "", **summary})
     if not rows:
@@ -249,7 +249,7 @@ def run_facts(train: dict[str, Any], evaluation: dict[str, Any], readout: dict[s
 
     ``train``, ``evaluation``: the run's ``train.json`` and ``eval_test.json``; ``readout``: its ``readout.json`` if the
     readout views were chosen on validation; ``train_split``: its ``eval_train.json`` if the training split was
-    evaluated. Test metrics have two decimals, validation metrics (one pass during training) one. Keys:
+    evaluated. Percentages have one decimal, as everywhere in the book. Keys:
     ``steps``, ``images``, ``minutes``, ``seconds``, ``steps_per_s``, ``device``, ``params`` (the network's parameter
     count in millions, with its unit), ``select`` (the validation metric that
     chose the checkpoint), ``step`` (the one it chose), ``best_val`` and ``best_val_auc`` (its validation accuracy and
@@ -284,15 +284,15 @@ def _readout_facts(readout: dict[str, Any] | None, evaluation: dict[str, Any]) -
     if readout is None:
         return {}
     chosen = readout["test"]["mean"] if readout["chosen"] != "none" else evaluation["metrics"]["mean"]
-    return {"readout": readout["chosen"], "readout_acc": pct(chosen["acc"], digits=2),
-            "readout_auc": pct(chosen["auc_paper"], digits=2), "readout_aucm": pct(chosen["auc_medmnist"], digits=2)}
+    return {"readout": readout["chosen"], "readout_acc": pct(chosen["acc"]),
+            "readout_auc": pct(chosen["auc_paper"]), "readout_aucm": pct(chosen["auc_medmnist"])}
 
 
 def _test_facts(evaluation: dict[str, Any]) -> dict[str, str]:
     """The test facts of :func:`run_facts`: ``acc``, ``acc_std``, ``auc``, ``aucm`` and ``recall_<k>``."""
     m = evaluation["metrics"]["mean"]
-    facts = {"acc": pct(m["acc"], digits=2), "acc_std": pct(evaluation["metrics"]["std"]["acc"], digits=2),
-             "auc": pct(m["auc_paper"], digits=2), "aucm": pct(m["auc_medmnist"], digits=2)}
+    facts = {"acc": pct(m["acc"]), "acc_std": pct(evaluation["metrics"]["std"]["acc"]),
+             "auc": pct(m["auc_paper"]), "aucm": pct(m["auc_medmnist"])}
     if evaluation["metrics"].get("confusion") is not None:
         from msflow.metrics import recall_from_confusion
 
@@ -386,12 +386,32 @@ README_END = "<!-- end of headline results -->"
 """The line after the README's headline table."""
 
 
+HEADLINE_ROWS = {"paper": "paper (28)", "one": "ours, one network", "together": "ours, seeds together",
+                 "resnet": "ResNet-18 (28)", "ours": "our training", "theirs": "the paper's", "verdict": "**reproduced?**"}
+"""The rows of the at-a-glance table (:func:`headline_table`), by key of :func:`headline_cells`."""
+
+
 def headline_table(runs_dir: str | os.PathLike, ensemble: str = "cpu-ens", datasets: Iterable[str] = STUDY_DATASETS) -> str:
-    """The study at a glance, as a Markdown table with a column per dataset with a recorded ``ensemble`` and every
-    number read from the records: the paper's MedSymmFlow (28); one of our networks (mean ± standard deviation over
-    the ensemble's seeds, each read once); the seeds read together (with the readout views chosen on validation); the
-    MedMNIST ResNet-18 (28); our networks' size and training and the paper's; and the verdict of :func:`verdict`.
-    Test accuracy / AUC (the paper's distance AUC for ours), in %."""
+    """The study at a glance, as a Markdown table with a column per dataset with a recorded ``ensemble`` and a row per
+    entry of :data:`HEADLINE_ROWS` (:func:`headline_cells`). Test accuracy / AUC (the paper's distance AUC for ours), in %."""
+    titles, cells = [], {k: [] for k in HEADLINE_ROWS}
+    for ds in datasets:
+        found = headline_cells(runs_dir, ds, ensemble)
+        if found is None:
+            continue
+        titles.append(get_info(ds).title)
+        for k in HEADLINE_ROWS:
+            cells[k].append(found[k])
+    rows = ["| test ACC / AUC, % | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
+    rows += [f"| {HEADLINE_ROWS[k]} | " + " | ".join(v) + " |" for k, v in cells.items()]
+    return "\n".join(rows)
+
+
+def headline_cells(runs_dir: str | os.PathLike, dataset: str, ensemble: str = "cpu-ens") -> dict[str, str] | None:
+    """One dataset's column of the at-a-glance table, read from the records of ``ensemble`` (None if it has none): the
+    paper's MedSymmFlow (28); one of our networks (mean ± standard deviation over the ensemble's seeds, each read once);
+    the seeds read together (with the readout views chosen on validation); the MedMNIST ResNet-18 (28); our networks'
+    size and training and the paper's; and the verdict of :func:`verdict`."""
     import numpy as np
 
     from msflow import metrics
@@ -401,41 +421,52 @@ def headline_table(runs_dir: str | os.PathLike, ensemble: str = "cpu-ens", datas
     def pm(values: np.ndarray) -> str:  # mean ± sd that does not break at its ±
         return pct(values.mean(), values.std(ddof=1)).replace(" ± ", "\u00a0±\u00a0")
 
-    titles, cells = [], {k: [] for k in ("paper", "one", "together", "resnet", "ours", "theirs", "verdict")}
-    for ds in datasets:
-        info = get_info(ds)
-        ens = run_path(runs_dir, info.flag, ensemble)
-        if not (ens / "eval_test.json").exists():
-            continue
-        record = read_json(ens / "eval_test.json")
-        chosen = (read_json(ens / "readout.json")["test"]["mean"] if (ens / "readout.json").exists()
-                  else record["metrics"]["mean"])
-        members = [read_json(run_path(runs_dir, info.flag, m["run"].partition("-")[2]) / "eval_test.json")["metrics"]["mean"]
-                   for m in record["ensemble"]["members"]]
-        one = {k: np.array([m[k] for m in members]) for k in ("acc", "auc_paper")}
-        auc, acc = TABLE1[PAPER_MODEL_28][info.flag]
-        r_auc, r_acc = TABLE1["ResNet-18 (28)"][info.flag]
-        t = record["training"]
-        paper = make_config(info.flag, "paper")
-        epochs = t["images_seen"] / len(members) / info.n_samples["train"]
-        with np.load(ens / "predictions_test.npz") as passes:
-            se = metrics.bootstrap_se(passes["distances"][0], passes["labels"])
-        titles.append(info.title)
-        cells["paper"].append(f"{acc:.1f} / {auc:.1f}")
-        cells["one"].append(f"{pm(one['acc'])} / {pm(one['auc_paper'])}")
-        cells["together"].append(f"{pct(chosen['acc'])} / {pct(chosen['auc_paper'])}")
-        cells["resnet"].append(f"{r_acc:.1f} / {r_auc:.1f}")
-        device = (t["device"] or "several machines").split(" (")[0]  # "CPU (x86_64, 2 threads)": the results page has it whole
-        cells["ours"].append(f"{len(members)} × `{members_run(record)}`, {t['parameters'] / len(members) / 1e6:.1f} M "
-                             f"each, {epochs:.0f} epochs, {t['train_seconds'] / 60:.0f} min in all on {device}")
-        cells["theirs"].append(f"{build(paper).model.num_parameters() / 1e6:.1f} M, {paper.train.epochs:.0f} epochs")
-        cells["verdict"].append(verdict({"acc": one["acc"].mean(), "auc_paper": one["auc_paper"].mean()},
-                                        {"acc": acc / 100, "auc_paper": auc / 100}, se))
-    names = {"paper": "paper (28)", "one": "ours, one network", "together": "ours, seeds together",
-             "resnet": "ResNet-18 (28)", "ours": "our training", "theirs": "the paper's", "verdict": "**reproduced?**"}
-    rows = ["| test ACC / AUC, % | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
-    rows += [f"| {names[k]} | " + " | ".join(v) + " |" for k, v in cells.items()]
-    return "\n".join(rows)
+    info = get_info(dataset)
+    ens = run_path(runs_dir, info.flag, ensemble)
+    if not (ens / "eval_test.json").exists():
+        return None
+    record = read_json(ens / "eval_test.json")
+    chosen = (read_json(ens / "readout.json")["test"]["mean"] if (ens / "readout.json").exists()
+              else record["metrics"]["mean"])
+    folders = [run_path(runs_dir, info.flag, m["run"].partition("-")[2]) for m in record["ensemble"]["members"]]
+    members = [read_json(f / "eval_test.json")["metrics"]["mean"] for f in folders]
+    one = {k: np.array([m[k] for m in members]) for k in ("acc", "auc_paper")}
+    auc, acc = TABLE1[PAPER_MODEL_28][info.flag]
+    r_auc, r_acc = TABLE1["ResNet-18 (28)"][info.flag]
+    t = record["training"]
+    paper = make_config(info.flag, "paper")
+    epochs = t["images_seen"] / len(members) / info.n_samples["train"]
+    with np.load(ens / "predictions_test.npz") as passes:
+        se = metrics.bootstrap_se(passes["distances"][0], passes["labels"])
+    # "CPU (x86_64, 2 threads)": the kind of device is enough here (the results page has each in full)
+    kinds = {(read_json(f / "eval_test.json")["training"].get("device") or "?").split(" (")[0] for f in folders}
+    device = kinds.pop() if len(kinds) == 1 else "several kinds of device"
+    return {
+        "paper": f"{acc:.1f} / {auc:.1f}",
+        "one": f"{pm(one['acc'])} / {pm(one['auc_paper'])}",
+        "together": f"{pct(chosen['acc'])} / {pct(chosen['auc_paper'])}",
+        "resnet": f"{r_acc:.1f} / {r_auc:.1f}",
+        "ours": (f"{len(members)} × `{members_run(record)}`, {t['parameters'] / len(members) / 1e6:.1f} M each, "
+                 f"{epochs:.0f} epochs, {t['train_seconds'] / 60:.0f} min in all on {device}"),
+        "theirs": f"{build(paper).model.num_parameters() / 1e6:.1f} M, {paper.train.epochs:.0f} epochs",
+        "verdict": verdict({"acc": one["acc"].mean(), "auc_paper": one["auc_paper"].mean()},
+                           {"acc": acc / 100, "auc_paper": auc / 100}, se),
+    }
+
+
+def changed_headlines(runs_dir: str | os.PathLike, former: dict[str, str], ensemble: str = "cpu-ens"):
+    """What choosing the recipes on validation changed: for each dataset of ``former`` (``{dataset: the ensemble that
+    was its headline}``), the at-a-glance cells of that former headline beside those of ``ensemble``, as a table."""
+    import pandas as pd
+
+    rows = []
+    for ds, old in former.items():
+        for label, name in (("before: chosen partly on test", old), ("now: chosen on validation", ensemble)):
+            cells = headline_cells(runs_dir, ds, name)
+            if cells is not None:
+                rows.append({"dataset": get_info(ds).title, "headline": label}  # an HTML table: no Markdown in it
+                            | {HEADLINE_ROWS[k].strip("*"): cells[k].replace("`", "") for k in ("ours", "one", "together", "verdict")})
+    return pd.DataFrame(rows).set_index(["dataset", "headline"]) if rows else None
 
 
 def verdict(ours: dict[str, float], paper: dict[str, float], se: dict[str, float]) -> str:
@@ -457,3 +488,162 @@ def readme_with_headline(text: str, table: str) -> str:
     """``text`` (the README) with the block between :data:`README_START` and :data:`README_END` replaced by ``table``."""
     start, end = text.index(README_START), text.index(README_END)
     return text[:start + len(README_START)] + "\n" + table + "\n" + text[end:]
+
+
+def _passes(path) -> tuple["np.ndarray", "np.ndarray"]:
+    """The distances (passes × images × classes) and labels of a ``predictions_<split>.npz``."""
+    import numpy as np
+
+    with np.load(path) as f:
+        d = f["distances"]
+        return (d if d.ndim == 3 else d[None]), f["labels"]
+
+
+def auc_table(runs_dir: str | os.PathLike, ensemble: str = "cpu-ens", datasets: Iterable[str] = STUDY_DATASETS):
+    """The test AUC of the headline three ways, per dataset: the paper's distance AUC (the ranking of ``-d_k``, no
+    probabilities); the MedMNIST evaluator on ``softmax(-d / T)`` with ``T`` fitted on validation (the recorded
+    ``auc_medmnist``); and the same evaluator on plain ``softmax(-d)``. Rows: one network (mean ± sd over the
+    ensemble's seeds, each the mean over its passes) and the seeds together; in %."""
+    import numpy as np
+    import pandas as pd
+
+    from msflow import metrics
+
+    def three(d, y, temperature, task):
+        per = [(metrics.auc_distance(p, y), metrics.auc_standard(metrics.softmax_distances(p, temperature), y, task),
+                metrics.auc_standard(metrics.softmax_distances(p, 1.0), y, task)) for p in d]
+        return np.mean(per, axis=0)
+
+    rows = []
+    for ds in datasets:
+        info = get_info(ds)
+        ens = run_path(runs_dir, info.flag, ensemble)
+        if not (ens / "eval_test.json").exists():
+            continue
+        record = read_json(ens / "eval_test.json")
+        nets = []
+        for m in record["ensemble"]["members"]:
+            run = run_path(runs_dir, info.flag, m["run"].partition("-")[2])
+            nets.append(three(*_passes(run / "predictions_test.npz"),
+                              read_json(run / "eval_test.json")["metrics"]["temperature"], info.task))
+        nets = np.array(nets)
+        together = three(*_passes(ens / "predictions_test.npz"), record["metrics"]["temperature"], info.task)
+        cols = ("paper's distance AUC", "MedMNIST evaluator, T fitted on validation", "MedMNIST evaluator, plain softmax(−d)")
+        rows.append({"dataset": info.title, "network": f"one network ({len(nets)} seeds)"}
+                    | {c: pct(nets[:, i].mean(), nets[:, i].std(ddof=1)).replace(" ± ", "\u00a0±\u00a0")
+                       for i, c in enumerate(cols)})
+        rows.append({"dataset": info.title, "network": "seeds together"} | {c: pct(together[i]) for i, c in enumerate(cols)})
+    return pd.DataFrame(rows).set_index(["dataset", "network"]) if rows else None
+
+
+def recall_table(runs_dir: str | os.PathLike, dataset: str, ensemble: str = "cpu-ens"):
+    """Per-class recall and balanced accuracy (their mean) of the headline's networks on the validation and test splits
+    (each network's first pass; the seeds together on test), with each split's share of every class; in %."""
+    import numpy as np
+    import pandas as pd
+
+    from msflow import metrics
+
+    info = get_info(dataset)
+    ens = run_path(runs_dir, info.flag, ensemble)
+    if not (ens / "eval_test.json").exists():
+        return None
+    names = dict(enumerate(info.label_names))
+
+    def row(label, split, d, y):
+        recall = metrics.per_class_recall(d.argmin(-1), y, len(names))
+        return ({"network": label, "split": split} | {f"recall: {names[k]}": pct(r) for k, r in enumerate(recall)}
+                | {"balanced accuracy": pct(float(np.mean(recall))), "accuracy": pct(metrics.accuracy(d.argmin(-1), y))})
+
+    rows, shares = [], {}
+    for m in read_json(ens / "eval_test.json")["ensemble"]["members"]:
+        run = run_path(runs_dir, info.flag, m["run"].partition("-")[2])
+        for split in ("val", "test"):
+            d, y = _passes(run / f"predictions_{split}.npz")
+            rows.append(row(m["run"].partition("-")[2], split, d[0], y))
+            shares[split] = np.bincount(y, minlength=len(names)) / len(y)
+    d, y = _passes(ens / "predictions_test.npz")
+    rows.append(row("seeds together", "test", d[0], y))
+    for split, share in shares.items():
+        rows.append({"network": "share of the split", "split": split}
+                    | {f"recall: {names[k]}": pct(s) for k, s in enumerate(share)})
+    return pd.DataFrame(rows).set_index(["network", "split"]).fillna("")
+
+
+def mark_best(table, higher: bool = True):
+    """``table`` (a DataFrame of formatted numbers, e.g. ``"95.0 ± 0.1"``) styled with the best value of each column in
+    bold: the highest (or, with ``higher=False``, the lowest) leading number; cells without a number are left alone."""
+    import numpy as np
+
+    def lead(cell) -> float:
+        found = re.match(r"\s*\**(-?\d+(?:\.\d+)?)", str(cell))
+        return float(found.group(1)) if found else np.nan
+
+    def bold(column):
+        values = column.map(lead)
+        if values.isna().all():
+            return [""] * len(column)
+        best = values.max() if higher else values.min()
+        return ["font-weight: bold" if v == best else "" for v in values]
+
+    return table.style.apply(bold, axis=0)
+
+
+def uncertainty_grid(runs_dir: str | os.PathLike, runs: dict[str, str]):
+    """The uncertainty targets as a grid, a row per check and a column per dataset, for one run per dataset (``runs``:
+    ``{dataset: run}``, e.g. one network of each headline): whether the target is met, ours against the reference.
+    Rows at the bottom name each column's run and the baselines it was measured against. None if no run has an
+    ``uncertainty.json``."""
+    import pandas as pd
+
+    grid: dict[str, dict[str, str]] = {}
+    for ds, name in runs.items():
+        path = run_path(runs_dir, ds, name) / "uncertainty.json"
+        if not path.exists():
+            continue
+        rec, title = read_json(path), get_info(ds).title
+        for c in rec["checks"]:
+            ref = c["reference"]
+            shown = "not measured" if ref is None or ref != ref else f"{ref:.3f}"
+            grid.setdefault(c["check"], {})[title] = f"{c['met']}: {c['ours']:.3f} against {shown}"
+        grid.setdefault("run", {})[title] = name
+        s = rec["settings"]
+        grid.setdefault("baselines", {})[title] = f"{s['ensemble']} ResNet-18, {s['baseline_epochs']} epochs"
+    if not grid:
+        return None
+    order = [k for k in grid if k not in ("run", "baselines")] + ["run", "baselines"]
+    return pd.DataFrame({k: grid[k] for k in order}).T.fillna("not measured")
+
+
+def uncertainty_key(runs_dir: str | os.PathLike, runs: dict[str, str]) -> str:
+    """One sentence for the uncertainty chapter's summary: how many of the uncertainty targets one network of each
+    headline (``runs``: ``{dataset: run}``) meets, from its ``uncertainty.json``."""
+    parts = []
+    for ds, name in runs.items():
+        path = run_path(runs_dir, ds, name) / "uncertainty.json"
+        if path.exists():
+            checks = read_json(path)["checks"]
+            met = [c["check"].split(",")[0] for c in checks if c["met"] == "yes"]
+            parts.append(f"{get_info(ds).title} `{name}` {len(met)} of {len(checks)}" + (f" ({'; '.join(met)})" if met else ""))
+    if not parts:
+        return "No headline network has its uncertainty measured yet."
+    return "Uncertainty targets met by one network of each headline: " + ", ".join(parts) + "."
+
+
+def generation_key(runs_dir: str | os.PathLike, runs: dict[str, str]) -> str:
+    """One sentence for the generation chapter's summary: class fidelity and the Classification Accuracy Score (against
+    the same classifier trained on as many real images) of one network of each headline, from its ``generation.json``."""
+    parts, missing = [], []
+    for ds, name in runs.items():
+        path = run_path(runs_dir, ds, name) / "generation.json"
+        if not path.exists():
+            missing.append(f"{get_info(ds).title} `{name}`")
+            continue
+        rec = read_json(path)
+        solver, nfe = rec["settings"]["key"]
+        key = next(r for r in rec["sweep"] if (r["solver"], r["nfe"]) == (solver, nfe))
+        parts.append(f"{get_info(ds).title} `{name}`: class fidelity {pct(key['class_fidelity'])} %, CAS "
+                     f"{pct(rec['cas']['generated'])} % against {pct(rec['cas']['real_same_n'])} % for real images")
+    text = ("Generation by one network of each headline, at the paper's 25 Euler steps: " + "; ".join(parts) + "."
+            if parts else "No headline network has its generation measured yet.")
+    return text + (f" Not measured yet: {', '.join(missing)}." if missing else "")

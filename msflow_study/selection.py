@@ -160,11 +160,11 @@ def choices_table(runs_dir: str | os.PathLike, datasets: Iterable[str] = STUDY_D
         head = headline_recipe(runs_dir, info.flag)
         order = sorted(pick["candidates"].items(), key=lambda kv: (-kv[1]["val_acc"], -kv[1]["val_auc"]))
         for name, c in order:
-            rows.append({"dataset": info.title, "recipe": f"`{name}`", "validation ACC, %": f"{100 * c['val_acc']:.1f}",
+            rows.append({"dataset": info.title, "recipe": name, "validation ACC, %": f"{100 * c['val_acc']:.1f}",
                          "validation AUC, %": f"{100 * c['val_auc']:.1f}", "parameters, M": f"{c['parameters'] / 1e6:.1f}",
                          "steps": c["steps"],
-                         "chosen": ("**validation**" if name == pick["chosen"] else "")
-                         + (" · headline" if name == head else "")})
+                         "chosen": " · ".join(w for w, yes in (("by validation", name == pick["chosen"]),
+                                                               ("the headline", name == head)) if yes)})
     return pd.DataFrame(rows).set_index(["dataset", "recipe"]) if rows else None
 
 

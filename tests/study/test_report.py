@@ -31,13 +31,13 @@ def test_run_facts_read_every_number_from_the_records():
     assert f["params"] == "0.9 M"
     assert (f["select"], f["step"], f["best_val"], f["best_val_auc"]) == ("AUC", "750", "53.3", "75.2")
     assert (f["val_250"], f["val_auc_500"], f["val_750"]) == ("47.5", "73.8", "53.3") and "val_300" not in f
-    assert (f["acc"], f["acc_std"], f["auc"], f["aucm"]) == ("51.95", "0.43", "72.14", "72.43")
-    assert (f["readout"], f["readout_acc"], f["readout_auc"], f["readout_aucm"]) == ("flips", "52.35", "69.62", "69.86")
+    assert (f["acc"], f["acc_std"], f["auc"], f["aucm"]) == ("51.9", "0.4", "72.1", "72.4")
+    assert (f["readout"], f["readout_acc"], f["readout_auc"], f["readout_aucm"]) == ("flips", "52.3", "69.6", "69.9")
     assert f["train_acc"] == "96.5"
     assert (f["recall_0"], f["recall_1"]) == ("65.8", "99.0")  # 154 / 234 and 386 / 390, the first pass's rows
     # a single read kept on validation: the readout facts are the single read's
     f = report.run_facts(*_records(select="acc", chosen="none"))
-    assert (f["select"], f["readout"], f["readout_acc"]) == ("accuracy", "none", "51.95") and "train_acc" not in f
+    assert (f["select"], f["readout"], f["readout_acc"]) == ("accuracy", "none", "51.9") and "train_acc" not in f
 
 
 def test_ensemble_facts_sum_the_members_and_quote_the_readout_chosen_for_the_ensemble():
@@ -48,10 +48,10 @@ def test_ensemble_facts_sum_the_members_and_quote_the_readout_chosen_for_the_ens
     f = report.ensemble_facts(evaluation, readout)
     assert (f["members"], f["seeds"], f["run"]) == ("2", "0, 2", "cpu-lam05-x6")  # the run the members are seeds of
     assert (f["images"], f["minutes"], f["params"]) == ("96,000", "12.5", "1.8 M")
-    assert (f["acc"], f["auc"], f["recall_0"]) == ("51.95", "72.14", "65.8")
-    assert (f["readout"], f["readout_acc"], f["readout_auc"], f["readout_aucm"]) == ("flips", "52.35", "69.62", "69.86")
+    assert (f["acc"], f["auc"], f["recall_0"]) == ("51.9", "72.1", "65.8")
+    assert (f["readout"], f["readout_acc"], f["readout_auc"], f["readout_aucm"]) == ("flips", "52.3", "69.6", "69.9")
     assert "readout" not in report.ensemble_facts(evaluation)  # no readout.json: no readout facts
-    assert report.ensemble_facts(evaluation, _records(chosen="none")[2])["readout_acc"] == "51.95"
+    assert report.ensemble_facts(evaluation, _records(chosen="none")[2])["readout_acc"] == "51.9"
 
 
 def test_recipes_prose_and_matched_steps_table():
@@ -60,7 +60,7 @@ def test_recipes_prose_and_matched_steps_table():
              "cpu": report.run_facts(*_records(select="acc", chosen="none"))}
     prose = report.recipes_prose(facts).splitlines()
     assert len(prose) == 2 and prose[0].startswith("- `cpu-lam03-auc`: 750 steps (48,000 images) in 5.0 min")
-    assert "validation AUC chose step 750" in prose[0] and "with the flips readout chosen on validation, 52.35 %" in prose[0]
+    assert "validation AUC chose step 750" in prose[0] and "with the flips readout chosen on validation, 52.3 %" in prose[0]
     assert "a single read was kept on validation" in prose[1]
     table = report.val_at_steps(facts)
     assert list(table.columns) == [500, 750]  # every 500 steps, and each run's last step
@@ -88,10 +88,10 @@ def test_seeds_table_lists_each_seed_and_their_mean_with_its_range(tmp_path):
     table = report.seeds_table(tmp_path, ["cpu-lam03-auc-x2", "cpu"])
     rows = table.loc[("RetinaMNIST", "cpu-lam03-auc-x2")]
     assert list(rows.index) == ["0", "1", "mean of 2 (range)"]
-    assert rows.loc["1", "ACC"] == "54.55 ± 0.10" and rows.loc["1", "selected step"] == "3000"
-    assert rows.loc["mean of 2 (range)", "ACC"] == "53.85 (53.15 to 54.55)"
-    assert rows.loc["mean of 2 (range)", "AUC, paper's"] == "72.95 (72.86 to 73.05)"
-    assert rows.loc["mean of 2 (range)", "AUC, MedMNIST"] == "73.95 (73.86 to 74.05)"
+    assert rows.loc["1", "ACC"] == "54.5 ± 0.1" and rows.loc["1", "selected step"] == "3000"
+    assert rows.loc["mean of 2 (range)", "ACC"] == "53.8 (53.1 to 54.5)"
+    assert rows.loc["mean of 2 (range)", "AUC, paper's"] == "73.0 (72.9 to 73.0)"
+    assert rows.loc["mean of 2 (range)", "AUC, MedMNIST"] == "74.0 (73.9 to 74.1)"
     assert report.seeds_table(tmp_path, ["cpu"]) is None
     # a run folder named for one seed whose config records another seed's number is an error, not a silent duplicate
     _seed_run(tmp_path, "retinamnist-cpu-seed1", 0, 0.5, 0.7, 500)
@@ -139,3 +139,47 @@ def test_the_books_first_page_opens_with_the_same_table():
     assert intro.index(report.README_START) < intro.index("## ")  # before the first section: the answer first
     verdicts = table.splitlines()[-1].strip("| ").split(" | ")[1:]
     assert len(verdicts) == 3 and all(v.startswith(("yes:", "no:", "within one standard error")) for v in verdicts)
+
+
+def test_mark_best_bolds_the_best_number_of_each_column():
+    import pandas as pd
+
+    table = pd.DataFrame({"ACC": ["88.0", "86.4 ± 0.9", "not run"], "AURC": ["0.050", "0.047", "0.061"]})
+    html = report.mark_best(table).to_html()
+    styles = report.mark_best(table)._compute().ctx
+    assert styles[(0, 0)] == [("font-weight", "bold")] and not styles.get((1, 0)) and not styles.get((2, 0))
+    assert styles[(2, 1)] == [("font-weight", "bold")]  # the highest AURC: higher is the default
+    low = report.mark_best(table[["AURC"]], higher=False)._compute().ctx
+    assert low[(1, 0)] == [("font-weight", "bold")]
+    assert "not run" in html
+
+
+def test_the_results_chapter_tables_read_the_committed_records():
+    from pathlib import Path
+
+    from msflow_study import selection
+
+    results = Path(__file__).resolve().parents[2] / "results"
+    aucs = report.auc_table(results)
+    blood = json.loads((results / "bloodmnist-cpu-ens" / "eval_test.json").read_text())["metrics"]["mean"]
+    together = aucs.loc[("BloodMNIST", "seeds together")]
+    assert together["MedMNIST evaluator, T fitted on validation"] == report.pct(blood["auc_medmnist"])
+    assert together["paper's distance AUC"] == report.pct(blood["auc_paper"])
+    pneumonia = aucs.loc[("PneumoniaMNIST", "seeds together")]  # binary: no temperature changes the ranking
+    assert pneumonia["MedMNIST evaluator, T fitted on validation"] == pneumonia["MedMNIST evaluator, plain softmax(−d)"]
+    recall = report.recall_table(results, "pneumoniamnist")
+    for (network, split), row in recall.iterrows():
+        if network != "share of the split":
+            assert abs(float(row["balanced accuracy"]) - (float(row["recall: normal"]) + float(row["recall: pneumonia"])) / 2) <= 0.051
+    shares = recall.loc[("share of the split", "test")]
+    assert (shares["recall: normal"], shares["recall: pneumonia"]) == ("37.5", "62.5")  # 234 and 390 of 624
+    choices = selection.choices_table(results)
+    assert choices.loc[("PneumoniaMNIST", "cpu"), "chosen"] == "by validation · the headline"
+    assert choices.loc[("PneumoniaMNIST", "cpu-w24"), "chosen"] == ""
+    changed = report.changed_headlines(results, selection.FORMER_HEADLINES)
+    assert list(changed.index.get_level_values("headline")) == ["before: chosen partly on test", "now: chosen on validation"] * 2
+    assert "`" not in changed.to_string()  # an HTML table shows no Markdown
+    grid = report.uncertainty_grid(results, {"pneumoniamnist": "cpu", "bloodmnist": "cpu-lam05-x6"})
+    assert list(grid.columns) == ["PneumoniaMNIST", "BloodMNIST"] and grid.loc["run", "BloodMNIST"] == "cpu-lam05-x6"
+    assert grid.iloc[0, 0].startswith(("yes: ", "no: "))
+    assert "Not measured yet" not in report.generation_key(results, {"pneumoniamnist": "cpu"})
