@@ -8,6 +8,7 @@ built, so the rest of msflow does not need it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def generate_panel(ex: Explorer):
         for ax, tiles, caption in ((top, plotting.to_uint8(gen.images), "8 samples"),
                                    (bottom, frames[pick], "the first one at t = " + ", ".join(f"{p / (len(frames) - 1):.2f}" for p in pick))):
             ax.imshow(plotting.grid(tiles, nrow=len(tiles)).squeeze(), cmap="gray", vmin=0, vmax=255)
-            ax.set_title(caption, fontsize=7)
+            ax.set_title(caption, fontsize=9)
             ax.axis("off")
         fig.suptitle(f"{get_info(dataset.value).title}, class {klass.label}: {gen.nfe} network evaluations per image", fontsize=9)
         fig.tight_layout()
@@ -152,18 +153,20 @@ def classify_panel(ex: Explorer):
         grid = fig.add_gridspec(2, 10)  # image | label map at 9 times (two rows) | distances
         ax = fig.add_subplot(grid[:, :2])
         ax.imshow(test.images[i].permute(1, 2, 0).squeeze().numpy(), cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"test image {i}\ntrue: {names[true][:20]}", fontsize=8)
+        ax.set_title(f"test image {i}\ntrue: {names[true][:20]}", fontsize=9)
         ax.axis("off")
         for j, frame in enumerate(maps):
             a = fig.add_subplot(grid[j // 5, 2 + j % 5])
             a.imshow(frame.squeeze(), vmin=0, vmax=255, cmap="gray")
-            a.set_title(f"t = {1 - j / TRAJECTORY_STEPS:.2f}", fontsize=6)
+            a.set_title(f"t = {1 - j / TRAJECTORY_STEPS:.2f}", fontsize=9)
             a.axis("off")
         plotting.plot_distances(mean_d, names, true, ax=fig.add_subplot(grid[:, 7:]), title=f"mean over {draws.value} draw(s)")
         pred = int(mean_d.argmin())
         fig.suptitle(f"prediction: {names[pred]} ({'right' if pred == true else 'wrong'}); uncertainty δ = {mean_d.min():.3f}; "
                      f"votes {dict((names[k][:10], int(v)) for k, v in enumerate(votes) if v)}", fontsize=9)
-        fig.tight_layout()
+        with warnings.catch_warnings():  # eight class names beside nine small maps: tight_layout does what it can
+            warnings.simplefilter("ignore", UserWarning)
+            fig.tight_layout()
         _show(out, fig, f"{get_info(flag).title} test image {i} (true class: {names[true]}), its label map forming backward "
                         f"from noise over {TRAJECTORY_STEPS} Euler steps, and its mean distance to each class colour over "
                         f"{draws.value} draw(s): predicted {names[pred]}, {'right' if pred == true else 'wrong'}, with "
@@ -208,7 +211,7 @@ def abstain_panel(ex: Explorer):
         plotting.plot_accuracy_rejection({"this model (one pass)": (metrics.REJECTION_FRACTIONS, arc, None)}, ax=ax,
                                          title="accuracy-rejection curve")
         ax.plot([100 * n_rej / len(correct)], [100 * acc], "o", ms=11, mfc="none", mec="red", mew=2, label="your threshold")
-        ax.legend(fontsize=8)
+        plotting.legend_outside(ax)
         fig.tight_layout()
         _show(out, fig, f"Accuracy-rejection curve of the {get_info(dataset.value).title} model over its test images, with the "
                         f"chosen rejection of {reject.value:.0%} marked at {acc:.1%} accuracy")

@@ -13,6 +13,10 @@ A fact that page did not glue is a build warning, so an error under ``-W``. A fa
 never recorded (its ``run.json`` has no checkpoint hash) is followed by a dagger that links to the label
 ``no-checkpoint``, where the book says that its numbers cannot be checked again.
 
+``{glued-figure} PAGE::KEY`` (content: the caption; option ``:name:``) is a numbered figure of an image that another
+page glued, which myst-nb's ``glue:figure`` cannot take from another page (for example the method chapter's figure of
+the two flows, drawn by a trained network on the explore page).
+
 An image without a description of its own (no alt text, or its file name as alt text, as notebook outputs come) gets
 its figure's caption, or else the title of its page and its place on it, as alt text.
 """
@@ -21,8 +25,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from docutils.parsers.rst import directives
 from sphinx.builders.html._assets import _JavaScript
-from sphinx.util.docutils import SphinxRole
+from sphinx.util.docutils import SphinxDirective, SphinxRole
 
 WIDGETS_DIR = "offline/widgets"
 
@@ -96,6 +101,38 @@ def _dagger():
     return nodes.superscript("", "", ref, classes=["no-checkpoint"])
 
 
+class GluedFigure(SphinxDirective):
+    """``{glued-figure} PAGE::KEY`` -> a numbered figure of the output PAGE glued as KEY, captioned by the content."""
+
+    required_arguments = 1
+    has_content = True
+    option_spec = {"name": directives.unchanged}
+
+    def run(self):
+        from docutils import nodes
+        from myst_nb.ext.glue.utils import PendingGlueReferenceError, create_pending_glue_ref
+
+        page, _, key = self.arguments[0].partition("::")
+        if not (page and key):
+            return [self.state.document.reporter.warning(f"glued-figure wants PAGE::KEY, got {self.arguments[0]!r}",
+                                                         line=self.lineno)]
+        try:
+            ref = create_pending_glue_ref(self.state.document, self.get_source_info()[0], self.lineno, page, key)
+        except PendingGlueReferenceError as exc:
+            return [self.state.document.reporter.warning(f"glued-figure {self.arguments[0]}: {exc}", line=self.lineno)]
+        figure = nodes.figure("", ref)
+        self.set_source_info(figure)
+        if self.content:
+            parsed = nodes.Element()
+            self.state.nested_parse(self.content, self.content_offset, parsed)
+            first = parsed[0] if len(parsed) else None
+            if isinstance(first, nodes.paragraph):
+                figure += nodes.caption(first.rawsource, "", *first.children)
+                figure += parsed[1:]
+        self.add_name(figure)
+        return [figure]
+
+
 def _describe_images(app, doctree, docname):
     from docutils import nodes
 
@@ -114,4 +151,5 @@ def setup(app):
     app.connect("html-page-context", _fix_page_scripts, priority=900)  # after the handlers that add scripts
     app.connect("doctree-resolved", _describe_images)
     app.add_role("run", RunFact())
+    app.add_directive("glued-figure", GluedFigure)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -57,3 +57,27 @@ def test_run_role_marks_a_run_whose_weights_were_never_kept(tmp_path):
     (tmp_path / "results" / "bloodmnist-cpu-lam05" / "run.json").write_text('{"checkpoint": {"sha256": "%s"}}' % ("cd" * 32))
     done = _book(tmp_path, "Kept: {run}`bloodmnist/cpu-lam05:acc` %.")
     assert "\u2020" not in (tmp_path / "_build" / "book" / "chapter.html").read_text()
+
+
+def test_glued_figure_numbers_and_captions_an_image_glued_by_another_page(tmp_path):
+    (tmp_path / "executed").mkdir()
+    (tmp_path / "conf.py").write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'book' / '_ext')!r})\n"
+                                      "extensions = ['myst_nb', 'offline_book']\nnb_execution_mode = 'off'\n"
+                                      "numfig = True\nexclude_patterns = ['_build']\n")
+    (tmp_path / "index.md").write_text("# Book\n\n```{toctree}\nchapter\nexecuted/page\n```\n")
+    (tmp_path / "chapter.md").write_text("# Chapter\n\nSee {numref}`fig-two`.\n\n```{glued-figure} executed/page.ipynb::pic\n"
+                                         ":name: fig-two\n\nThe two flows, drawn by a network.\n```\n")
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    cell = nbformat.v4.new_code_cell("glue('pic', fig)")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"},
+                                           metadata={"scrapbook": {"name": "pic", "mime_prefix": ""}})]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Page"), cell])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "executed" / "page.ipynb")
+    done = subprocess.run([sys.executable, "-m", "sphinx", "-q", "-b", "html", str(tmp_path), str(tmp_path / "_build")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "WARNING" not in done.stderr, done.stderr
+    html = (tmp_path / "_build" / "chapter.html").read_text()
+    assert '<figure class="align-default" id="fig-two">' in html and "<img alt=" in html
+    assert "Fig. 1 </span>" in html and "The two flows, drawn by a network." in html
+    assert 'href="#fig-two"' in html and "Fig. 1</span>" in html  # the reference is numbered

@@ -96,6 +96,11 @@ def test_explore_saves_the_default_view_of_every_panel(smoke_env, tmp_path):
     figures = [t for t in texts if t.startswith('<img src="data:image/png;base64,')]
     assert len(figures) == 4 and all(re.search(r'alt="[^"]{40,}"', f) for f in figures)
     assert any("rejecting the" in t and "errors and" in t for t in texts)
+    # the views that answer without a kernel: a menu, a slider and every frame in the page, the first one shown
+    views = ["".join(o["data"]["text/html"]) for o in _outputs(nb, "text/html") if "msflow-view" in "".join(o["data"]["text/html"])]
+    assert len(views) == 3 and all('<input type="range"' in v and "<select>" in v and "<script>" in v for v in views)
+    assert all(re.search(r'<img src="data:image/png;base64,[^"]+" alt="[^"]{30,}"', v) for v in views)
+    assert "method_schematic" in _glued(nb)  # the method chapter's figure of the two flows
 
 
 def test_confusion_prose_names_the_classes_taken_for_others():
