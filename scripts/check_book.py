@@ -174,7 +174,9 @@ def main() -> int:
         driver.get("about:blank")
         driver.get_log("browser"), driver.get_log("performance")  # drain what the browser did at start-up
         try:
-            for page in toc_pages(Path(args.toc)):
+            listed = toc_pages(Path(args.toc))
+            orphans = sorted(str(f.relative_to(html).with_suffix("")) for f in html.glob("book/**/*.html"))
+            for page in listed + [o for o in orphans if o not in listed]:  # the run pages are linked, not listed
                 rel = f"{page}.html"
                 if not (html / rel).exists():
                     print(f"FAIL {rel}: not built")

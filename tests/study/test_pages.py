@@ -114,3 +114,17 @@ def test_a_dataset_page_names_the_validation_evidence_of_each_run():
     assert "Seeds {run}`retinamnist/cpu-ens:seeds` of {run}`retinamnist/cpu-ens:run`, read together" in page
     assert "{run}`retinamnist/gpu:" not in page  # not glued: nothing quoted
     assert page.index("tab-item} cpu-ens") < page.index("tab-item} cpu\n") < page.index("tab-item} gpu")
+
+
+def test_tidy_captions_a_known_figure_cell_with_one_image_and_names_it_after_its_page():
+    image = nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})
+    note = nbformat.v4.new_output("display_data", data={"text/markdown": "a note"})
+    one = nbformat.v4.new_code_cell('plotting.plot_accuracy_rejection(curves, title=f"{t}: accuracy after rejecting the most uncertain")')
+    two = nbformat.v4.new_code_cell("note()\nplotting.plot_reliability(cals)")
+    one.outputs, two.outputs = [image], [note, image]
+    nb = json.loads(nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Evaluation"), one, two])))
+    cells = pages.tidy(nb, "bloodmnist-cpu/evaluate")["cells"]
+    figure = cells[-2]["metadata"]["mystnb"]["figure"]
+    assert figure == {"caption": pages.FIGURES['accuracy after rejecting the most uncertain")'][1],
+                      "name": "fig-bloodmnist-cpu-evaluate-arc"}
+    assert "mystnb" not in cells[-1]["metadata"]  # two outputs: a caption would wrap the note as well
