@@ -211,8 +211,18 @@ def _as_input(x: torch.Tensor, resolution: int) -> torch.Tensor:
 
 
 def load_baseline(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[ResNet18, BaselineConfig]:
-    """The selected weights of a trained baseline, in eval mode."""
-    d = torch.load(Path(out_dir) / "baseline.pt", map_location="cpu", weights_only=True)
+    """The selected weights of a trained baseline, in eval mode.
+
+    Raises:
+        FileNotFoundError: the folder keeps the baseline's records but not its weights (they are not committed), and
+            something needs the network itself (features, not the cached logits): the message says how to retrain.
+    """
+    weights = Path(out_dir) / "baseline.pt"
+    if not weights.exists():
+        raise FileNotFoundError(f"{out_dir} holds no weights (baseline.pt is not kept in git; its cached logits serve "
+                                f"the uncertainty pages): move the folder aside to train this baseline again, or pick "
+                                f"another one (another number of epochs or seed)")
+    d = torch.load(weights, map_location="cpu", weights_only=True)
     cfg = BaselineConfig(**d["config"])
     model = cfg.build()
     model.load_state_dict(d["weights"])

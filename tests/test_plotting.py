@@ -65,3 +65,12 @@ def test_time_to_accuracy_panels_put_each_group_in_its_own_panel():
     assert [ax.get_title() for ax in shown] == ["loss weight", "width"]
     assert [len(ax.get_lines()) for ax in shown] == [2, 3]
     assert np.allclose(shown[1].get_lines()[1].get_ydata(), [50, 70])
+
+
+def test_seeds_read_together_keep_their_recipe_colour_but_not_its_line():
+    frac = np.linspace(0, 0.9, 10)
+    ax = plotting.plot_accuracy_rejection({"ours, cpu-lam05-x6 (4 seeds together)": (frac, np.full(10, 0.9), None),
+                                           "ours, cpu-lam05-x6 (one network)": (frac, np.full(10, 0.8), None)})
+    together, one = ax.get_lines()
+    assert together.get_color() == one.get_color() == plotting.RECIPE_COLOURS["cpu-lam05-x6"]
+    assert together.get_linewidth() > one.get_linewidth() and together.get_marker() == "D" and one.get_marker() == "o"

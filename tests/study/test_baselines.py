@@ -93,3 +93,9 @@ def test_classifier_trains_on_given_tensors(tmp_path):
     model, _ = baselines.load_baseline(out)
     assert baselines.predict_images(model, val.images).shape == (16,)
     assert baselines.features(model, fake).shape == (32, 512)
+
+
+def test_a_baseline_without_its_weights_says_how_to_get_them(tmp_path):
+    (tmp_path / "baseline.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"holds no weights \(baseline.pt is not kept in git.*move the folder aside"):
+        baselines.load_baseline(tmp_path)
