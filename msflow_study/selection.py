@@ -145,18 +145,23 @@ def _need(path: Path, name: str) -> dict[str, Any]:
     return read_json(path)
 
 
+def _choices(runs_dir: str | os.PathLike, datasets: Iterable[str]):
+    """``(dataset info, choose_recipe record)`` of every dataset with runs to choose among."""
+    for ds in datasets:
+        info = get_info(ds)
+        try:
+            yield info, choose_recipe(runs_dir, info.flag)
+        except ValueError:  # no candidate run on this dataset
+            continue
+
+
 def choices_table(runs_dir: str | os.PathLike, datasets: Iterable[str] = STUDY_DATASETS):
     """The recipe choice of every dataset with recorded runs, as a table: each candidate's validation accuracy and AUC
     (of the checkpoint it kept), its size and training, which one validation chooses and which the headline reads."""
     import pandas as pd
 
     rows = []
-    for ds in datasets:
-        info = get_info(ds)
-        try:
-            pick = choose_recipe(runs_dir, info.flag)
-        except ValueError:
-            continue
+    for info, pick in _choices(runs_dir, datasets):
         head = headline_recipe(runs_dir, info.flag)
         order = sorted(pick["candidates"].items(), key=lambda kv: (-kv[1]["val_acc"], -kv[1]["val_auc"]))
         for name, c in order:
@@ -177,12 +182,7 @@ def choice_prose(runs_dir: str | os.PathLike, datasets: Iterable[str] = STUDY_DA
     """A sentence per dataset on its recipe choice: the chosen run's validation accuracy and the standard error the
     validation split puts on it, the runs within one standard error of it, and what the validation AUC would choose."""
     lines = []
-    for ds in datasets:
-        info = get_info(ds)
-        try:
-            pick = choose_recipe(runs_dir, info.flag)
-        except ValueError:
-            continue
+    for info, pick in _choices(runs_dir, datasets):
         c, chosen = pick["candidates"], pick["chosen"]
         close = [n for n in c if n != chosen and c[chosen]["val_acc"] - c[n]["val_acc"] <= pick["val_se"]]
         by_auc = max(c, key=lambda n: (c[n]["val_auc"], n))
