@@ -102,6 +102,39 @@ FIRST_SCREEN = ("book/intro", "book/executed/summary")
 """The pages whose at-a-glance table must lie in the first screen."""
 
 
+VIEWS = """
+const out = [];
+for (const view of document.querySelectorAll(".msflow-view")) {
+  const menu = view.querySelector("select"), range = view.querySelector("input[type=range]");
+  const img = view.querySelector("img"), cap = view.querySelector("figcaption");
+  const seen = new Set([img.src + cap.textContent]);
+  for (const m of [...menu.options].map(o => o.value)) {
+    for (let i = 0; i <= Number(range.max); i++) {
+      menu.value = m; menu.dispatchEvent(new Event("change"));
+      range.value = String(i); range.dispatchEvent(new Event("input"));
+      seen.add(img.src + cap.textContent);
+    }
+  }
+  const frames = menu.options.length * (Number(range.max) + 1);
+  out.push([view.id, frames, seen.size, img.alt.length]);
+}
+return out;
+"""
+"""Moves every kernel-free view of a page (``msflow_study.views``) through each choice and step; for each view returns
+its id, its number of frames, how many distinct frames were shown and the length of the last alt text."""
+
+
+def view_problems(driver) -> list[str]:
+    """The kernel-free views that do not answer their menu and slider with a frame of their own for each position."""
+    problems = []
+    for vid, frames, shown, alt in driver.execute_script(VIEWS):
+        if shown < frames:
+            problems.append(f"view {vid} showed {shown} distinct frames for its {frames} positions")
+        if alt < 30:
+            problems.append(f"view {vid} left an image without a descriptive alt text")
+    return problems
+
+
 def layout_problems(driver, page: str) -> list[str]:
     """Sideways scrolling at 400 and 1,400 px, and, on the pages of :data:`FIRST_SCREEN`, where the at-a-glance table
     ends at 1,400 x 900."""
@@ -184,7 +217,7 @@ def main() -> int:
                     continue
                 shot = shots / (rel.replace("/", "__") + ".png") if shots else None
                 state, problems = check_page(driver, f"{base}/{rel}", base, shot)
-                problems += layout_problems(driver, page)
+                problems += layout_problems(driver, page) + view_problems(driver)
                 titles.setdefault(state["title"], []).append(rel)
                 summary = f"{state['images']} images, {state['typeset']} math, {state['widgets']} widget parts"
                 print(("FAIL" if problems else "ok  ") + f" {rel}: {summary}")
