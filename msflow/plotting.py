@@ -46,22 +46,22 @@ STYLE = {
 figures at twice the screen's resolution (``savefig.dpi``; notebooks render their figures as "retina" PNGs)."""
 
 PAPER_COLOUR = "#000000"
-RECIPE_COLOURS = {
-    "cpu": "#0072B2", "gpu": "#D55E00", "cpu-lam05": "#009E73", "cpu-lam05-x6": "#CC79A7", "cpu-lam05-x8": "#E69F00",
-    "cpu-w24": "#56B4E9", "cpu-lam03": "#8C564B", "cpu-lam03-auc": "#BCBD22", "cpu-lam03-auc-x2": "#9467BD",
-    "cpu-reference": "#17BECF", "gpu-long": "#E377C2", "gpu-reference": "#393B79", "gpu-wide": "#AD494A",
-    "cpu-long": "#637939", "cpu-drop": "#843C39",
-}
-"""A fixed colour per recipe, the same in every figure of the book (the Okabe-Ito colours first). A run's seeds and
-their ensemble take their recipe's colour; the paper is black. Other names (baselines among them) get a colour of their
-own in each figure from :func:`colours_for`."""
+RECIPE_COLOURS = {"cpu": "#0072B2", "gpu": "#D55E00", "smoke": "#999999"}
+"""A fixed colour per recipe, the same in every figure (the Okabe-Ito colours first): msflow's own recipes here, and
+those a study adds with :func:`register_colours`. A run's seeds and their ensemble take their recipe's colour; the
+paper is black. Other names (baselines among them) get a colour of their own in each figure from :func:`colours_for`."""
 
 _EXTRA = ("#D62728", "#2CA02C", "#7F7F7F", "#FF7F0E", "#1F77B4", "#8C6D31", "#7B4173", "#31A354", "#E6550D", "#756BB1",
           "#6B6ECF", "#B5CF6B", "#E7BA52", "#D6616B", "#CE6DBD", "#636363")
 
 
+def register_colours(colours: dict[str, str]) -> None:
+    """Give the recipes and runs of a study their fixed colours (added to :data:`RECIPE_COLOURS`)."""
+    RECIPE_COLOURS.update(colours)
+
+
 def recipe_of(label: str) -> str:
-    """The recipe a figure label names: ``"ours, cpu-w24-seed2"`` -> ``"cpu-w24"``; ``"cpu-ens"`` -> ``"cpu"``."""
+    """The recipe a figure label names: ``"ours, gpu-seed2"`` -> ``"gpu"``; ``"cpu-ens"`` -> ``"cpu"``."""
     import re
 
     name = label.split(", ")[-1].split(" (")[0].strip()

@@ -43,11 +43,12 @@ def test_a_recipe_has_one_colour_everywhere_its_seeds_share_it_and_legends_sit_o
     a = plotting.plot_accuracy_rejection({"ours, cpu-ens": (frac, np.full(10, 0.8), None),
                                           "ResNet-18 (28)": (frac, np.full(10, 0.7), None)})
     history = [{"images": 64, "train_seconds": 60.0, "val_acc": 0.5}, {"images": 128, "train_seconds": 120.0, "val_acc": 0.6}]
-    b = plotting.plot_time_to_accuracy({"cpu": history, "cpu-seed1": history, "cpu-w24": history, "mystery": history})
+    plotting.register_colours({"cpu-wide": "#56B4E9"})  # a study's own recipe
+    b = plotting.plot_time_to_accuracy({"cpu": history, "cpu-seed1": history, "cpu-wide": history, "mystery": history})
     colour = {line.get_label(): matplotlib.colors.to_hex(line.get_color()) for ax in (a, b) for line in ax.get_lines()}
     assert colour["ours, cpu-ens"] == colour["cpu"] == colour["cpu-seed1"] == plotting.RECIPE_COLOURS["cpu"].lower()
-    assert colour["cpu-w24"] == plotting.RECIPE_COLOURS["cpu-w24"].lower()
-    assert len({colour["cpu"], colour["cpu-w24"], colour["mystery"]}) == 3
+    assert colour["cpu-wide"] == "#56b4e9"
+    assert len({colour["cpu"], colour["cpu-wide"], colour["mystery"]}) == 3
     lines = {line.get_label(): line for line in b.get_lines()}
     assert lines["cpu-seed1"].get_linestyle() == ":" and lines["cpu"].get_linestyle() == "-"
     fig = b.figure
@@ -69,8 +70,8 @@ def test_time_to_accuracy_panels_put_each_group_in_its_own_panel():
 
 def test_seeds_read_together_keep_their_recipe_colour_but_not_its_line():
     frac = np.linspace(0, 0.9, 10)
-    ax = plotting.plot_accuracy_rejection({"ours, cpu-lam05-x6 (4 seeds together)": (frac, np.full(10, 0.9), None),
-                                           "ours, cpu-lam05-x6 (one network)": (frac, np.full(10, 0.8), None)})
+    ax = plotting.plot_accuracy_rejection({"ours, gpu (4 seeds together)": (frac, np.full(10, 0.9), None),
+                                           "ours, gpu (one network)": (frac, np.full(10, 0.8), None)})
     together, one = ax.get_lines()
-    assert together.get_color() == one.get_color() == plotting.RECIPE_COLOURS["cpu-lam05-x6"]
+    assert together.get_color() == one.get_color() == plotting.RECIPE_COLOURS["gpu"]
     assert together.get_linewidth() > one.get_linewidth() and together.get_marker() == "D" and one.get_marker() == "o"
