@@ -47,9 +47,9 @@ figures at twice the screen's resolution (``savefig.dpi``; notebooks render thei
 
 PAPER_COLOUR = "#000000"
 RECIPE_COLOURS = {"cpu": "#0072B2", "gpu": "#D55E00", "smoke": "#999999"}
-"""A fixed colour per recipe, the same in every figure (the Okabe-Ito colours first): msflow's own recipes here, and
-those a study adds with :func:`register_colours`. A run's seeds and their ensemble take their recipe's colour; the
-paper is black. Other names (baselines among them) get a colour of their own in each figure from :func:`colours_for`."""
+"""Each recipe's fixed colour, the same in every figure, Okabe-Ito colours first. msflow's own recipes are here, and a
+study adds its own with :func:`register_colours`. A run's seeds and their ensemble take their recipe's colour, and the
+paper is black; other names (baselines among them) get a colour of their own in each figure from :func:`colours_for`."""
 
 _EXTRA = ("#D62728", "#2CA02C", "#7F7F7F", "#FF7F0E", "#1F77B4", "#8C6D31", "#7B4173", "#31A354", "#E6550D", "#756BB1",
           "#6B6ECF", "#B5CF6B", "#E7BA52", "#D6616B", "#CE6DBD", "#636363")
