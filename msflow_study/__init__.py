@@ -4,8 +4,11 @@ msflow (the library) never imports this package. Modules: :mod:`~msflow_study.re
 records, the experiments and the book's editions), :mod:`~msflow_study.protocol` (readout views chosen on
 validation, seed ensembles, generation measurements), :mod:`~msflow_study.baselines` (the ResNet-18 baselines),
 :mod:`~msflow_study.report` (tables, prose and ``{run}`` facts), :mod:`~msflow_study.paper` (the published numbers),
+:mod:`~msflow_study.selection` (each headline's recipe chosen on validation, and the evidence of every choice),
 :mod:`~msflow_study.executor` (papermill), :mod:`~msflow_study.sandbox` (smoke mode), :mod:`~msflow_study.widgets`
-(the explorer) and the command line :mod:`~msflow_study.cli` (``python -m msflow_study``).
+(the live explorer), :mod:`~msflow_study.views` (its views without a kernel) and the command line
+:mod:`~msflow_study.cli` (``python -m msflow_study``). Importing it gives the study's runs their figure colours
+(:data:`COLOURS`).
 """
 
 from msflow import plotting as _plotting

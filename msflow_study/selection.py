@@ -19,7 +19,7 @@ from msflow.files import read_json
 from msflow_study.registry import RECORD_FILE, run_path
 
 HEADLINE = "cpu-ens"
-"""The ensemble the at-a-glance table shows: every seed of each dataset's validation-chosen recipe."""
+"""The ensemble the at-a-glance table shows, every seed of each dataset's validation-chosen recipe."""
 
 CRITERION = ("the validation accuracy of the checkpoint each run kept (train.json); ties to the higher validation AUC, "
              "then to fewer parameters × training images")
@@ -174,7 +174,7 @@ def choices_table(runs_dir: str | os.PathLike, datasets: Iterable[str] = STUDY_D
 
 
 FORMER_HEADLINES = {"pneumoniamnist": "cpu-w24-ens", "retinamnist": "cpu-lam03-auc-x2-ens"}
-"""The ensembles that were the headline before the recipes were chosen on validation alone, by dataset: their recipes
+"""The ensembles that were each dataset's headline before the recipes were chosen on validation alone. Their recipes
 (``cpu-w24``, and ``cpu-lam03-auc-x2`` on the base ``cpu-lam03``) were designed after test AUCs had been seen."""
 
 
