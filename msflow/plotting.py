@@ -79,18 +79,11 @@ def run_colour(label: str) -> str | None:
 def colours_for(labels: Sequence[str]) -> dict[str, str]:
     """A colour per label of one figure: the fixed ones of :func:`run_colour`, and for the rest (baselines, scores)
     the colours of a colour-blind-safe palette that no label of the figure has taken yet, in order."""
+    import itertools
+
     fixed = {label: run_colour(label) for label in labels}
-    free = [c for c in _EXTRA + tuple(RECIPE_COLOURS.values()) if c not in set(fixed.values())]
-    out, given = {}, {}
-    for label in labels:
-        if fixed[label] is not None:
-            out[label] = fixed[label]
-        else:
-            key = label
-            if key not in given:
-                given[key] = free[len(given) % len(free)]
-            out[label] = given[key]
-    return out
+    free = itertools.cycle([c for c in _EXTRA + tuple(RECIPE_COLOURS.values()) if c not in set(fixed.values())])
+    return {label: fixed[label] or next(free) for label in fixed}
 
 
 def legend_outside(ax, **kwargs):

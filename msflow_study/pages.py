@@ -71,20 +71,25 @@ def settings_table(declared: dict[str, tuple[Any, str]], params: dict[str, Any],
 
 
 FIGURES = {
-    "plotting.plot_history(": ("history", "Validation accuracy and AUC (the paper's) at each evaluation during training, against the "
-                "training images seen (left) and the wall time of training (right)."),
-    "plotting.plot_class_recall(": ("recall", "Validation recall of each class at each evaluation during training, against the training "
-                 "images seen."),
-    "accuracy after rejecting the most uncertain\")": ("arc", "Accuracy on the test images kept after rejecting the most uncertain ones (the largest distance "
-                   "to the nearest class colour): this run, mean ± std over its stochastic passes, beside the paper's "
-                   "MedSymmFlow (28) curve."),
-    "generation: image channels from t = 0": ("generation-path", "One generated image per class (rows) forming from noise at t = 0 to an image at "
-                   "t = 1, along the Euler steps of its path."),
-    "classification: label channels from t = 1": ("classification-path", "One test image per class (rows, labelled true -> predicted class): its label "
-                   "map forming from noise at t = 1 to a class colour at t = 0."),
-    "plotting.plot_reliability(": ("uncertainty", "Left: accuracy after rejecting the most uncertain test images, for MedSymmFlow's "
-                      "scores and the ResNet-18 baselines, beside the paper's curve. Right: reliability of each method's "
-                      "probabilities, with its expected calibration error (ECE)."),
+    "plotting.plot_history(": (
+        "history", "Validation accuracy and AUC (the paper's) at each evaluation during training, against the training "
+        "images seen (left) and the wall time of training (right)."),
+    "plotting.plot_class_recall(": (
+        "recall", "Validation recall of each class at each evaluation during training, against the training images seen."),
+    'accuracy after rejecting the most uncertain")': (
+        "arc", "Accuracy on the test images kept after rejecting the most uncertain ones (the largest distance to the "
+        "nearest class colour): this run, mean ± std over its stochastic passes, beside the paper's MedSymmFlow (28) "
+        "curve."),
+    "generation: image channels from t = 0": (
+        "generation-path", "One generated image per class (rows) forming from noise at t = 0 to an image at t = 1, along "
+        "the Euler steps of its path."),
+    "classification: label channels from t = 1": (
+        "classification-path", "One test image per class (rows, labelled true -> predicted class): its label map forming "
+        "from noise at t = 1 to a class colour at t = 0."),
+    "plotting.plot_reliability(": (
+        "uncertainty", "Left: accuracy after rejecting the most uncertain test images, for MedSymmFlow's scores and the "
+        "ResNet-18 baselines, beside the paper's curve. Right: reliability of each method's probabilities, with its "
+        "expected calibration error (ECE)."),
 }
 """Captions of the run pages' figures, by a piece of the code that draws each (the cells of pages executed long ago
 have other ids): :func:`tidy` puts a cell with that code and a single image output into a numbered figure with this
@@ -94,9 +99,11 @@ caption, named after its page so that names stay unique."""
 def _caption_figures(cells: list[dict[str, Any]], rel: str) -> None:
     """Give the cells of :data:`FIGURES` whose one displayed output is an image their caption and a unique name."""
     for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
         source = "".join(cell["source"])
         found = next((f for code, f in FIGURES.items() if code in source), None)
-        if not found or cell["cell_type"] != "code":
+        if not found:
             continue
         shown = [o for o in cell.get("outputs", []) if o.get("output_type") in ("display_data", "execute_result")
                  and "scrapbook" not in o.get("metadata", {})]

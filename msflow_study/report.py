@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from msflow.data import STUDY_DATASETS, get_info
@@ -191,8 +192,8 @@ def generation_overview(runs_dir: str | os.PathLike, names: Iterable[str], datas
 
     rows = []
     for title, name, rec in _recorded(runs_dir, names, "generation.json", datasets):
+        key = _key_setting(rec)
         solver, nfe = rec["settings"]["key"]
-        key = next(r for r in rec["sweep"] if (r["solver"], r["nfe"]) == (solver, nfe))
         cas = rec["cas"]
         rows.append({
             "dataset": title, "run": name, "setting": f"{solver}, {nfe} NFE",
@@ -208,6 +209,12 @@ def generation_overview(runs_dir: str | os.PathLike, names: Iterable[str], datas
             "samples per class": rec["settings"]["per_class"],
         })
     return pd.DataFrame(rows).set_index(["dataset", "run"]) if rows else None
+
+
+def _key_setting(rec: dict[str, Any]) -> dict[str, Any]:
+    """The sweep row of a ``generation.json`` at the run's own setting (``settings.key``: solver and NFE)."""
+    solver, nfe = rec["settings"]["key"]
+    return next(r for r in rec["sweep"] if (r["solver"], r["nfe"]) == (solver, nfe))
 
 
 def results_prose(ours: dict[str, dict[str, dict[str, Any]]], datasets: Iterable[str] = STUDY_DATASETS) -> str:
@@ -380,6 +387,16 @@ def members_run(evaluation: dict[str, Any]) -> str:
     return re.sub(r"-seed\d+$", "", first.partition("-")[2])
 
 
+def member_dirs(runs_dir: str | os.PathLike, evaluation: dict[str, Any]) -> list[Path]:
+    """The run folders of the members an ensemble's record (its ``eval_test.json``) names, in its order."""
+    return [Path(runs_dir) / m["run"] for m in evaluation["ensemble"]["members"]]
+
+
+def _spread(values) -> str:
+    """``values`` (fractions) as their mean ± sample standard deviation in %, a ± that does not break the line."""
+    return pct(values.mean(), values.std(ddof=1)).replace(" ± ", "\u00a0±\u00a0")
+
+
 README_START = "<!-- headline results: written by python -m msflow_study readme -->"
 """The line before the README's headline table."""
 README_END = "<!-- end of headline results -->"
@@ -418,9 +435,6 @@ def headline_cells(runs_dir: str | os.PathLike, dataset: str, ensemble: str = "c
     from msflow.config import make_config
     from msflow.model import build
 
-    def pm(values: np.ndarray) -> str:  # mean ± sd that does not break at its ±
-        return pct(values.mean(), values.std(ddof=1)).replace(" ± ", "\u00a0±\u00a0")
-
     info = get_info(dataset)
     ens = run_path(runs_dir, info.flag, ensemble)
     if not (ens / "eval_test.json").exists():
@@ -428,8 +442,8 @@ def headline_cells(runs_dir: str | os.PathLike, dataset: str, ensemble: str = "c
     record = read_json(ens / "eval_test.json")
     chosen = (read_json(ens / "readout.json")["test"]["mean"] if (ens / "readout.json").exists()
               else record["metrics"]["mean"])
-    folders = [run_path(runs_dir, info.flag, m["run"].partition("-")[2]) for m in record["ensemble"]["members"]]
-    members = [read_json(f / "eval_test.json")["metrics"]["mean"] for f in folders]
+    tested = [read_json(f / "eval_test.json") for f in member_dirs(runs_dir, record)]
+    members = [t["metrics"]["mean"] for t in tested]
     one = {k: np.array([m[k] for m in members]) for k in ("acc", "auc_paper")}
     auc, acc = TABLE1[PAPER_MODEL_28][info.flag]
     r_auc, r_acc = TABLE1["ResNet-18 (28)"][info.flag]
@@ -439,11 +453,11 @@ def headline_cells(runs_dir: str | os.PathLike, dataset: str, ensemble: str = "c
     with np.load(ens / "predictions_test.npz") as passes:
         se = metrics.bootstrap_se(passes["distances"][0], passes["labels"])
     # "CPU (x86_64, 2 threads)": the kind of device is enough here (the results page has each in full)
-    kinds = {(read_json(f / "eval_test.json")["training"].get("device") or "?").split(" (")[0] for f in folders}
+    kinds = {(t["training"].get("device") or "?").split(" (")[0] for t in tested}
     device = kinds.pop() if len(kinds) == 1 else "several kinds of device"
     return {
         "paper": f"{acc:.1f} / {auc:.1f}",
-        "one": f"{pm(one['acc'])} / {pm(one['auc_paper'])}",
+        "one": f"{_spread(one['acc'])} / {_spread(one['auc_paper'])}",
         "together": f"{pct(chosen['acc'])} / {pct(chosen['auc_paper'])}",
         "resnet": f"{r_acc:.1f} / {r_auc:.1f}",
         "ours": (f"{len(members)} × `{members_run(record)}`, {t['parameters'] / len(members) / 1e6:.1f} M each, "
@@ -522,16 +536,14 @@ def auc_table(runs_dir: str | os.PathLike, ensemble: str = "cpu-ens", datasets: 
             continue
         record = read_json(ens / "eval_test.json")
         nets = []
-        for m in record["ensemble"]["members"]:
-            run = run_path(runs_dir, info.flag, m["run"].partition("-")[2])
+        for run in member_dirs(runs_dir, record):
             nets.append(three(*_passes(run / "predictions_test.npz"),
                               read_json(run / "eval_test.json")["metrics"]["temperature"], info.task))
         nets = np.array(nets)
         together = three(*_passes(ens / "predictions_test.npz"), record["metrics"]["temperature"], info.task)
         cols = ("paper's distance AUC", "MedMNIST evaluator, T fitted on validation", "MedMNIST evaluator, plain softmax(−d)")
         rows.append({"dataset": info.title, "network": f"one network ({len(nets)} seeds)"}
-                    | {c: pct(nets[:, i].mean(), nets[:, i].std(ddof=1)).replace(" ± ", "\u00a0±\u00a0")
-                       for i, c in enumerate(cols)})
+                    | {c: _spread(nets[:, i]) for i, c in enumerate(cols)})
         rows.append({"dataset": info.title, "network": "seeds together"} | {c: pct(together[i]) for i, c in enumerate(cols)})
     return pd.DataFrame(rows).set_index(["dataset", "network"]) if rows else None
 
@@ -556,11 +568,10 @@ def recall_table(runs_dir: str | os.PathLike, dataset: str, ensemble: str = "cpu
                 | {"balanced accuracy": pct(float(np.mean(recall))), "accuracy": pct(metrics.accuracy(d.argmin(-1), y))})
 
     rows, shares = [], {}
-    for m in read_json(ens / "eval_test.json")["ensemble"]["members"]:
-        run = run_path(runs_dir, info.flag, m["run"].partition("-")[2])
+    for run in member_dirs(runs_dir, read_json(ens / "eval_test.json")):
         for split in ("val", "test"):
             d, y = _passes(run / f"predictions_{split}.npz")
-            rows.append(row(m["run"].partition("-")[2], split, d[0], y))
+            rows.append(row(run.name.partition("-")[2], split, d[0], y))
             shares[split] = np.bincount(y, minlength=len(names)) / len(y)
     d, y = _passes(ens / "predictions_test.npz")
     rows.append(row("seeds together", "test", d[0], y))
@@ -640,8 +651,7 @@ def generation_key(runs_dir: str | os.PathLike, runs: dict[str, str]) -> str:
             missing.append(f"{get_info(ds).title} `{name}`")
             continue
         rec = read_json(path)
-        solver, nfe = rec["settings"]["key"]
-        key = next(r for r in rec["sweep"] if (r["solver"], r["nfe"]) == (solver, nfe))
+        key = _key_setting(rec)
         parts.append(f"{get_info(ds).title} `{name}`: class fidelity {pct(key['class_fidelity'])} %, CAS "
                      f"{pct(rec['cas']['generated'])} % against {pct(rec['cas']['real_same_n'])} % for real images")
     text = ("Generation by one network of each headline, at the paper's 25 Euler steps: " + "; ".join(parts) + "."
