@@ -115,7 +115,8 @@ def execute(name: str, out: Path, params: dict, force: bool, log: list[str], cel
 
 def same_page(a: str, b: str) -> bool:
     """Whether two executed notebooks differ only in what changes at every execution: papermill's and the kernel's
-    times, and the ids of widget models (a new random id for each widget)."""
+    times, the ids of widget models (a new random id for each widget) and of the cell papermill injects, and the memory
+    addresses in objects' plain-text reprs (``<... at 0x7f...>``)."""
     return _normalised(a) == _normalised(b)
 
 
@@ -125,6 +126,7 @@ def _normalised(text: str):
 
     ids: dict[str, str] = {}
     text = re.sub(r"\b[0-9a-f]{32}\b", lambda m: ids.setdefault(m.group(0), f"id{len(ids)}"), text)
+    text = re.sub(r" at 0x[0-9a-f]+>", " at 0x...>", text)
     nb = json.loads(text)
     volatile = ("start_time", "end_time", "duration", "execution", "iopub.execute_input", "iopub.status.busy",
                 "iopub.status.idle", "shell.execute_reply")
@@ -137,6 +139,8 @@ def _normalised(text: str):
 
     nb["metadata"] = clean(nb.get("metadata", {}))
     for cell in nb.get("cells", []):
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            cell.pop("id", None)  # papermill gives the cell it injects a new random id at every execution
         cell["metadata"] = clean(cell.get("metadata", {}))
         cell.pop("execution_count", None)
     return nb

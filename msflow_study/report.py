@@ -583,7 +583,8 @@ def recall_table(runs_dir: str | os.PathLike, dataset: str, ensemble: str = "cpu
 
 def mark_best(table, higher: bool = True):
     """``table`` (a DataFrame of formatted numbers, e.g. ``"95.0 ± 0.1"``) styled with the best value of each column in
-    bold: the highest (or, with ``higher=False``, the lowest) leading number; cells without a number are left alone."""
+    bold: the highest (or, with ``higher=False``, the lowest) leading number; cells without a number are left alone.
+    Its HTML is the same at every execution (a fixed element id, not pandas' random one)."""
     import numpy as np
 
     def lead(cell) -> float:
@@ -597,7 +598,7 @@ def mark_best(table, higher: bool = True):
         best = values.max() if higher else values.min()
         return ["font-weight: bold" if v == best else "" for v in values]
 
-    return table.style.apply(bold, axis=0)
+    return table.style.set_uuid("best").apply(bold, axis=0)
 
 
 def uncertainty_grid(runs_dir: str | os.PathLike, runs: dict[str, str]):

@@ -211,3 +211,17 @@ def test_a_damaged_record_fails_the_pages_that_read_it_not_the_run_of_the_study(
     (runs / "pneumoniamnist-cpu-ens").mkdir(parents=True)
     (runs / "pneumoniamnist-cpu-ens" / "eval_test.json").write_text('{"metrics": {"mean"')
     assert registry.editions(runs, "cpu") == ["cpu-ens", "cpu"]
+
+
+def test_same_page_ignores_times_random_ids_and_object_addresses_only():
+    import json
+
+    def page(time, widget, address, value, injected="e6ba2429"):
+        params = {"cell_type": "code", "id": injected, "metadata": {"tags": ["injected-parameters"]}, "source": "x = 1"}
+        return json.dumps({"metadata": {"papermill": {"duration": time}}, "cells": [params, {
+            "cell_type": "code", "id": "summary-3", "metadata": {}, "execution_count": 1,
+            "outputs": [{"data": {"text/plain": f"<Styler at 0x{address}>", "text/html": f"<b>{value}</b> {widget}"}}]}]})
+
+    a = page(1.5, "a" * 32, "7fee94ed4f90", "95.0")
+    assert pipeline.same_page(a, page(9.0, "b" * 32, "7f00aa11bb22", "95.0", injected="414ddb66"))
+    assert not pipeline.same_page(a, page(1.5, "a" * 32, "7fee94ed4f90", "95.1"))  # a number changed: a new page

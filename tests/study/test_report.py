@@ -152,6 +152,7 @@ def test_mark_best_bolds_the_best_number_of_each_column():
     low = report.mark_best(table[["AURC"]], higher=False)._compute().ctx
     assert low[(1, 0)] == [("font-weight", "bold")]
     assert "not run" in html
+    assert report.mark_best(table).to_html() == html  # the same page at every execution
 
 
 def test_the_results_chapter_tables_read_the_committed_records():
