@@ -133,8 +133,8 @@ def multi_pass_run(
     loaded: LoadedModel | None = None,
 ) -> MultiPass:
     """``draws`` stochastic readouts of a split by a run's best weights (see :func:`msflow.uncertainty.multi_pass`),
-    kept in ``multipass_<split>.npz``; a recorded file with at least as many draws of the same seed and
-    checkpoint is reused (its first ``draws``)."""
+    kept in ``multipass_<split>.npz`` (distances in float16, also in what a first call returns); a recorded file
+    with at least as many draws of the same seed and checkpoint is reused (its first ``draws``)."""
     run_dir = Path(run_dir)
     path = run_dir / f"multipass_{split}.npz"
     ctx, device = distributed.join(resolve_device(device))  # under torchrun the processes share the batches
@@ -149,10 +149,13 @@ def multi_pass_run(
     with bf16_autocast(next(loaded.components.model.parameters()).device):
         mp = multi_pass(loaded.components, target, draws, cfg.eval.steps, cfg.eval.solver, seed=seed,
                         batch_size=cfg.eval.batch_size, ctx=ctx)
+    # the distances are kept in float16; what is returned is what a later call reads, so that a page computed
+    # from a fresh readout and the same page executed again from the file give the same numbers
+    mp = MultiPass(mp.distances.astype(np.float16).astype(np.float32), mp.spread.astype(np.float32), mp.labels)
     if not ctx.main:  # every process has the readouts; one writes them
         ctx.barrier()
         return mp
-    save_predictions(path, distances=mp.distances.astype(np.float16), spread=mp.spread.astype(np.float32),
+    save_predictions(path, distances=mp.distances.astype(np.float16), spread=mp.spread,
                      labels=mp.labels, seed=np.array(seed), step=np.array(step), draws=np.array(draws))
     write_json(path.with_suffix(".json"), {"split": split, "draws": draws, "seed": seed, "checkpoint_step": step,
                                            "md5": target.md5, "synthetic": target.synthetic,
