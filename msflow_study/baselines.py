@@ -156,6 +156,61 @@ def train_baseline(cfg: BaselineConfig, out_dir: str | Path, data_root: str | No
     return train_on(cfg, train.images, train.labels, val, out, device, progress, {"md5": train.md5, "synthetic": train.synthetic})
 
 
+class RestoreMismatchError(RuntimeError):
+    """A baseline trained again from its record does not give the recorded logits."""
+
+
+def restore_baseline(out_dir: str | Path, data_root: str | None = None, device: str | torch.device = "cpu",
+                     progress: bool = True) -> Path:
+    """Train again the weights of a recorded baseline whose ``baseline.pt`` is not kept (it is not committed), with its
+    recorded settings and seed, and keep them only if they are the recorded network: the same validation accuracy at
+    every epoch, and the same logits on every split whose logits are recorded (``logits_<split>.npz``).
+
+    Training is deterministic on one kind of machine, so a match means the measurements that needed the network
+    (generation features) compare with those made with the original. The records are left as they are.
+
+    Raises:
+        FileNotFoundError: the folder has no ``baseline.json``.
+        RestoreMismatchError: the retrained network differs (another PyTorch or processor): its weights are not kept.
+    """
+    import shutil
+    import tempfile
+
+    out = Path(out_dir)
+    if (out / "baseline.pt").exists():
+        return out
+    if not (out / "baseline.json").exists():
+        raise FileNotFoundError(f"{out} holds no baseline record (baseline.json) to restore from")
+    record = read_json(out / "baseline.json")
+    cfg = BaselineConfig(**record["config"])
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        again = Path(tmp) / out.name
+        train_baseline(cfg, again, data_root, device, progress)
+        redone = read_json(again / "baseline.json")
+        recorded_acc = [h["val_acc"] for h in record["history"]]
+        redone_acc = [h["val_acc"] for h in redone["history"]]
+        problems = [] if redone_acc == recorded_acc else [f"validation accuracy by epoch {redone_acc}, recorded {recorded_acc}"]
+        if record.get("dataset") and redone.get("dataset") != record["dataset"]:
+            problems.append(f"training data {redone.get('dataset')}, recorded {record['dataset']}")
+        model, _ = load_baseline(again, device)
+        for path in sorted(out.glob("logits_*.npz")):
+            split_name, _, mc = path.stem.removeprefix("logits_").partition("_mc")
+            with np.load(path) as z:
+                split = load_split(cfg.dataset, split_name, cfg.size, data_root)
+                if str(z["md5"]) != split.md5:
+                    continue  # recorded on another file of the split: nothing to compare
+                values = logits(model, split, cfg.resolution, mc_samples=int(mc or 0), seed=int(z["seed"]))
+                worst = float(np.abs(values - z["logits"]).max())
+                if worst > 1e-4:
+                    problems.append(f"{path.name}: logits differ by up to {worst:.3g}")
+        if problems:
+            raise RestoreMismatchError(f"{out}: the baseline trained again is not the recorded one ({'; '.join(problems)}); "
+                                       "its weights are not kept. Measurements with a new feature network do not compare "
+                                       "with the recorded ones: train it into another folder and measure every run again")
+        shutil.move(str(again / "baseline.pt"), out / "baseline.pt")
+    return out
+
+
 def train_on(cfg: BaselineConfig, images: torch.Tensor, labels: torch.Tensor, val: Split, out_dir: str | Path,
              device: str | torch.device = "cpu", progress: bool = True, source: dict | None = None) -> Path:
     """Train one ResNet-18 on the given images (uint8, or floats in [-1, 1]) and labels, selecting on ``val``.
@@ -220,8 +275,8 @@ def load_baseline(out_dir: str | Path, device: str | torch.device = "cpu") -> tu
     weights = Path(out_dir) / "baseline.pt"
     if not weights.exists():
         raise FileNotFoundError(f"{out_dir} holds no weights (baseline.pt is not kept in git; its cached logits serve "
-                                f"the uncertainty pages): move the folder aside to train this baseline again, or pick "
-                                f"another one (another number of epochs or seed)")
+                                f"the uncertainty pages): `python -m msflow_study restore-baseline {out_dir}` trains them "
+                                f"again from the record and keeps them if they give the recorded logits")
     d = torch.load(weights, map_location="cpu", weights_only=True)
     cfg = BaselineConfig(**d["config"])
     model = cfg.build()

@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", default=str(RUNS))
     r.add_argument("--check", action="store_true", help="only check that those tables are the records' (exit 1 if not)")
 
+    b = sub.add_parser("restore-baseline", help="train a recorded ResNet-18 baseline again and keep its weights if they "
+                       "give its recorded logits (the weights are not committed)")
+    b.add_argument("folder", help="the baseline's folder, e.g. results/baselines/bloodmnist-resnet18-2e-seed0")
+    b.add_argument("--data-root", default=None)
+    b.add_argument("--device", default="cpu")
+
     for q in (lst, t, n, m):
         q.add_argument("--experiments", default=str(EXPERIMENTS_DIR), help="folder of the experiment files (default: experiments/)")
     sub.add_parser("run", help="execute the study's notebooks and build the book (see msflow_study.pipeline)", add_help=False)
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"list": _list, "train": _train, "choose-views": _choose_views, "ensemble": _ensemble,
-                "migrate": _migrate, "readme": _readme}[args.command](args)
+                "migrate": _migrate, "readme": _readme, "restore-baseline": _restore_baseline}[args.command](args)
     except (ExperimentError, DataError, ValueError, OSError, RuntimeError) as err:
         print(f"msflow_study {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -105,6 +111,14 @@ def _train(args) -> int:
     result = train_run(args.name, args.dataset, args.runs_dir, args.data_root, args.device, args.download, args.force,
                        experiments=load(args.experiments))
     return report_training(result, run_path(args.runs_dir, args.dataset, args.name), args)
+
+
+def _restore_baseline(args) -> int:
+    from msflow_study.baselines import restore_baseline
+
+    out = restore_baseline(args.folder, args.data_root, args.device)
+    print(f"{out / 'baseline.pt'}: the recorded network (validation accuracy and recorded logits match)")
+    return 0
 
 
 def _choose_views(args) -> int:

@@ -97,5 +97,35 @@ def test_classifier_trains_on_given_tensors(tmp_path):
 
 def test_a_baseline_without_its_weights_says_how_to_get_them(tmp_path):
     (tmp_path / "baseline.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match=r"holds no weights \(baseline.pt is not kept in git.*move the folder aside"):
+    with pytest.raises(FileNotFoundError, match=r"holds no weights \(baseline.pt is not kept in git.*restore-baseline"):
         baselines.load_baseline(tmp_path)
+
+
+def test_a_baseline_without_its_weights_is_restored_only_if_it_is_the_recorded_network(tmp_path, small_root):
+    import json
+
+    cfg = baselines.BaselineConfig(dataset="pneumoniamnist", epochs=1, batch_size=16)
+    out = baselines.train_baseline(cfg, tmp_path / "b", small_root, "cpu", progress=False)
+    test = load_split("pneumoniamnist", "test", 28, small_root)
+    recorded = baselines.cached_logits(out, test)
+    weights = torch.load(out / "baseline.pt", weights_only=True)["weights"]
+    (out / "baseline.pt").unlink()  # as committed: records and logits, no weights
+    record = (out / "baseline.json").read_text()
+    assert baselines.restore_baseline(out, small_root, progress=False) == out
+    assert (out / "baseline.json").read_text() == record  # the record is kept as it was
+    again = torch.load(out / "baseline.pt", weights_only=True)["weights"]
+    assert all(torch.equal(again[k], weights[k]) for k in weights)  # seeded training gives the same network
+    assert np.array_equal(baselines.logits(baselines.load_baseline(out)[0], test), recorded)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no scratch folder left behind
+    # recorded logits that the network does not give: refused, and nothing is kept
+    (out / "baseline.pt").unlink()
+    with np.load(out / "logits_test.npz") as z:
+        np.savez(out / "logits_test.npz", **{k: z[k] for k in z.files} | {"logits": z["logits"] + 1})
+    with pytest.raises(baselines.RestoreMismatchError, match="logits_test.npz: logits differ by up to 1"):
+        baselines.restore_baseline(out, small_root, progress=False)
+    assert not (out / "baseline.pt").exists()
+    history = json.loads(record)
+    history["history"][0]["val_acc"] += 0.5
+    (out / "baseline.json").write_text(json.dumps(history))
+    with pytest.raises(baselines.RestoreMismatchError, match="validation accuracy by epoch"):
+        baselines.restore_baseline(out, small_root, progress=False)
