@@ -28,6 +28,11 @@ def test_unknown_runs_and_ensembles_are_named(tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # nothing written for a request that could not be resolved
 
 
+def test_restore_baseline_names_a_folder_without_a_record(tmp_path, capsys):
+    assert cli.main(["restore-baseline", str(tmp_path / "bloodmnist-resnet18-2e-seed0")]) == 2
+    assert "holds no baseline record (baseline.json) to restore from" in capsys.readouterr().err
+
+
 def test_list_names_every_run_with_its_base(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
