@@ -82,6 +82,23 @@ class DatasetInfo:
     def num_classes(self) -> int:
         return len(self.label_names)
 
+    @property
+    def short_names(self) -> tuple[str, ...]:
+        """The class names shortened for figures, where :attr:`label_names` keeps the full names for tables.
+
+        Each is the name's part before any parenthesis and, past 22 characters, the whole words that fit followed by
+        an ellipsis (``"immature granulocytes(myelocytes, ...)"`` becomes ``"immature granulocytes"``).
+        """
+        out = []
+        for name in self.label_names:
+            name = name.split("(")[0].strip() or name
+            if len(name) > 22:
+                words = name.split()
+                kept = next(" ".join(words[:n]) for n in range(len(words), 0, -1) if len(" ".join(words[:n])) <= 21 or n == 1)
+                name = kept[:21] + "…"
+            out.append(name)
+        return tuple(out)
+
     def filename(self, size: int = 28) -> str:
         """The file name medmnist uses: ``flag.npz`` at 28 px, ``flag_{size}.npz`` otherwise."""
         _check_size(size)

@@ -125,20 +125,81 @@ def _in_notebook() -> bool:
         return False
 
 
-def show_images(images: np.ndarray, titles: Sequence[str] | None = None, ncol: int = 8, size: float = 1.2, cmap: str = "gray"):
-    """A figure of ``(B, H, W, C)`` uint8 images with optional titles."""
+def show_image_rows(rows: dict[str, np.ndarray], titles: dict[str, Sequence[str]] | None = None,
+                    groups: Sequence[tuple[str, int]] | None = None, size: float = 1.0, title: str = "", fig=None,
+                    nrows: int | None = None, cmap: str = "gray"):
+    """One figure of labelled rows of ``(B, H, W, C)`` uint8 images: each key of ``rows`` labels its row on the left.
+
+    Args:
+        titles: a title per image of a row (optional).
+        groups: the columns in named groups, ``[(name, count), ...]`` summing to the longest row: a gap separates the
+            groups and each name heads its group (e.g. real test images beside generated ones).
+        fig: a figure or subfigure to draw into (see :func:`show_image_blocks`); a new one otherwise.
+        nrows: rows to lay out (at least ``len(rows)``), so that blocks drawn side by side share a row height.
+
+    Returns:
+        The figure (or subfigure) drawn into.
+    """
     plt = _plt()
-    b = len(images)
-    nrow = -(-b // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(ncol * size, nrow * size * (1.25 if titles else 1)), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < b:
-            img = images[i]
+    labels = list(rows)
+    ncol = max(len(v) for v in rows.values())
+    groups = list(groups or [("", ncol)])
+    if sum(n for _, n in groups) != ncol:
+        raise ValueError(f"the groups {groups} count {sum(n for _, n in groups)} columns; the longest row has {ncol}")
+    widths, image_cols, spans = [], [], []
+    for g, (name, n) in enumerate(groups):
+        if g:
+            widths.append(0.3)
+        spans.append((name, len(widths), len(widths) + n))
+        image_cols += list(range(len(widths), len(widths) + n))
+        widths += [1.0] * n
+    named = any(name for name, _, _ in spans)
+    nrows = max(nrows or 0, len(labels))
+    row_h = size * (1.3 if titles else 1.0)
+    if fig is None:
+        fig = plt.figure(figsize=(sum(widths) * size + 1.4, nrows * row_h + 0.3 * named + 0.5), layout="constrained")
+    heights = [0.3 / row_h] * named + [1.0] * nrows
+    grid_spec = fig.add_gridspec(len(heights), len(widths), width_ratios=widths, height_ratios=heights)
+    for name, start, stop in spans if named else ():
+        head = fig.add_subplot(grid_spec[0, start:stop])
+        head.axis("off")
+        head.text(0, 0, name, ha="left", va="bottom", fontsize=9, fontweight="bold", transform=head.transAxes)
+    for r, label in enumerate(labels):
+        for j, img in enumerate(rows[label]):
+            ax = fig.add_subplot(grid_spec[r + named, image_cols[j]])
             ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap=cmap, vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
             if titles:
-                ax.set_title(titles[i], fontsize=9)
-    fig.tight_layout()
+                ax.set_title(titles[label][j], fontsize=9)
+            if j == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def show_image_blocks(blocks: dict[str, dict[str, np.ndarray]], ncols: int = 2, size: float = 0.9, title: str = ""):
+    """Several :func:`show_image_rows` blocks in one figure (``blocks``: block title -> its rows), packed into
+    ``ncols`` columns, each block going to the column with the fewest rows so far; rows share one height."""
+    plt = _plt()
+    columns: list[list[str]] = [[] for _ in range(min(ncols, len(blocks)))]
+    for name in sorted(blocks, key=lambda b: -len(blocks[b])):
+        min(columns, key=lambda c: sum(len(blocks[b]) + 1 for b in c)).append(name)
+    columns = [sorted(c, key=list(blocks).index) for c in columns]  # the given order within a column
+    tall = max(sum(len(blocks[b]) + 1 for b in c) for c in columns)
+    wide = max(max(len(v) for v in rows.values()) for rows in blocks.values())
+    fig = plt.figure(figsize=(len(columns) * (wide * size + 1.6), tall * size + 0.4), layout="constrained")
+    for sub, names in zip(np.atleast_1d(fig.subfigures(1, len(columns))), columns):
+        ratios = [len(blocks[b]) + 1 for b in names] + [tall - sum(len(blocks[b]) + 1 for b in names)]
+        parts = np.atleast_1d(sub.subfigures(len(ratios), 1, height_ratios=[max(r, 1e-3) for r in ratios]))
+        for part, name in zip(parts, names):
+            show_image_rows(blocks[name], size=size, title=name, fig=part)
+    if title:
+        fig.suptitle(title)
     return fig
 
 
@@ -182,6 +243,7 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], title: str = "", a
     norm = m / np.maximum(m.sum(1, keepdims=True), 1)
     sns.heatmap(norm, annot=np.asarray(matrix), fmt="d", cmap="Blues", vmin=0, vmax=1, cbar_kws={"label": "fraction of true class"},
                 xticklabels=labels, yticklabels=labels, ax=ax)
+    ax.grid(False)  # the style's grid would cross the cells
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)

@@ -86,12 +86,32 @@ FIGURES = {
     "classification: label channels from t = 1": (
         "classification-path", "One test image per class (rows, labelled true -> predicted class): its label map forming "
         "from noise at t = 1 to a class colour at t = 0."),
+    "plotting.plot_confusion(": (
+        "confusion", "Confusion matrix of the first stochastic pass on the test split: rows are the true classes, columns "
+        "the predicted ones."),
+    'picked = {"most certain"': (
+        "certain", "The eight test images read with the smallest uncertainty u (top row) and the eight with the largest "
+        "(bottom row) in the first pass, each titled true → predicted class; u is the distance of the predicted label "
+        "map to the nearest class colour."),
+    'groups=[("real test images"': (
+        "generated", "Real test images (left) and images generated from each class (right), one row per class, with "
+        "the number of network evaluations named in the heading."),
+    "quality against compute": (
+        "quality", "Fréchet distance of the generated images to the test split, in the features of the in-domain "
+        "ResNet-18, against the network evaluations per image (left) and the time per image (right), for the Euler "
+        "and Heun solvers; dashed: the validation split's distance, the floor a generator can reach."),
+    "plotting.show_image_blocks(": (
+        "samples", "Training images of each dataset drawn at random, one row per class (names shortened; the table "
+        "below gives the full ones)."),
+    "plotting.plot_class_balance(": (
+        "balance", "The share of each class in the training, validation and test splits of each dataset; n is the "
+        "split's number of images."),
     "plotting.plot_reliability(": (
         "uncertainty", "Left: accuracy after rejecting the most uncertain test images, for MedSymmFlow's scores and the "
         "ResNet-18 baselines, beside the paper's curve. Right: reliability of each method's probabilities, with its "
         "expected calibration error (ECE)."),
 }
-"""Captions of the run pages' figures, by a piece of the code that draws each (the cells of pages executed long ago
+"""Captions of the figures of the run pages and the data page, by a piece of the code that draws each (the cells of pages executed long ago
 have other ids): :func:`tidy` puts a cell with that code and a single image output into a numbered figure with this
 caption, named after its page so that names stay unique."""
 

@@ -25,6 +25,10 @@ def test_registry_of_the_study_datasets():
     assert p.label_names == ("normal", "pneumonia")
     assert (p.flips, b.flips, d.flips, r.flips) == (False, True, True, True)
     assert b.filename(28) == "bloodmnist.npz" and b.filename(224) == "bloodmnist_224.npz"
+    # figures use short names: the part before a parenthesis, long names cut at a word with an ellipsis
+    assert b.short_names[3] == "immature granulocytes" and b.short_names[:3] == b.label_names[:3]
+    assert d.short_names[0] == "actinic keratoses and…" and d.short_names[2] == "benign keratosis-like…"
+    assert p.short_names == p.label_names and all(len(n) <= 22 for i in (b, d, r) for n in i.short_names)
 
 
 def test_aliases_and_unknown_names():

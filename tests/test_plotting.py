@@ -75,3 +75,39 @@ def test_seeds_read_together_keep_their_recipe_colour_but_not_its_line():
     together, one = ax.get_lines()
     assert together.get_color() == one.get_color() == plotting.RECIPE_COLOURS["gpu"]
     assert together.get_linewidth() > one.get_linewidth() and together.get_marker() == "D" and one.get_marker() == "o"
+
+
+def test_image_rows_label_each_row_and_head_each_group():
+    rows = {"basophil": np.full((4, 5, 5, 3), 10, np.uint8), "platelet": np.full((3, 5, 5, 3), 200, np.uint8)}
+    fig = plotting.show_image_rows(rows, groups=[("real", 2), ("generated", 2)], title="two groups")
+    images = [ax for ax in fig.axes if ax.get_images()]
+    assert len(images) == 7  # every image, no empty axes
+    assert [ax.get_ylabel() for ax in images if ax.get_ylabel()] == ["basophil", "platelet"]
+    heads = [t.get_text() for ax in fig.axes if not ax.get_images() for t in ax.texts]
+    assert heads == ["real", "generated"]
+    titled = plotting.show_image_rows({"most certain": rows["basophil"][:2]}, titles={"most certain": ["a -> a", "b -> c"]})
+    assert [ax.get_title() for ax in titled.axes] == ["a -> a", "b -> c"]
+    try:
+        plotting.show_image_rows(rows, groups=[("real", 3)])
+    except ValueError as e:
+        assert "longest row has 4" in str(e)
+    else:
+        raise AssertionError("groups that do not count the columns must be refused")
+
+
+def test_image_blocks_pack_datasets_into_balanced_columns():
+    one = np.zeros((2, 5, 5, 1), np.uint8)
+    blocks = {"A": {f"a{i}": one for i in range(2)}, "B": {f"b{i}": one for i in range(8)}, "C": {f"c{i}": one for i in range(5)}}
+    fig = plotting.show_image_blocks(blocks, ncols=2)
+    columns = fig.subfigs
+    assert len(columns) == 2
+    titles = [[part._suptitle.get_text() for part in col.subfigs if part._suptitle] for col in columns]
+    assert sorted(titles) == [["A", "C"], ["B"]]  # 8 rows beside 2 + 5, each column in the given order
+    assert sum(len(ax.get_images()) for ax in fig.get_axes()) == 2 * 15
+
+
+def test_confusion_shows_counts_on_row_shares_without_a_grid_across_the_cells():
+    ax = plotting.plot_confusion(np.array([[3, 1], [0, 4]]), ["a", "b"])
+    assert [t.get_text() for t in ax.texts] == ["3", "1", "0", "4"]
+    assert np.allclose(ax.collections[0].get_array().ravel(), [0.75, 0.25, 0.0, 1.0])
+    assert not any(line.get_visible() for line in ax.get_xgridlines() + ax.get_ygridlines())

@@ -103,6 +103,21 @@ def test_the_committed_pages_are_tidy_and_show_no_machine_path():
     assert not duplicated, f"pages share titles: {sorted(duplicated)}"
 
 
+def test_every_image_a_committed_page_shows_is_a_captioned_numbered_figure():
+    uncaptioned = []
+    for path in sorted(EXECUTED.rglob("*.ipynb")):
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] != "code" or "remove-cell" in cell.get("metadata", {}).get("tags", []):
+                continue
+            shown = [o for o in cell.get("outputs", []) if o.get("output_type") in ("display_data", "execute_result")
+                     and "scrapbook" not in o.get("metadata", {})]
+            if any("image/png" in o.get("data", {}) for o in shown):
+                figure = cell["metadata"].get("mystnb", {}).get("figure", {})
+                if len(shown) != 1 or not figure.get("caption") or not figure.get("name"):
+                    uncaptioned.append(f"{path.relative_to(EXECUTED)} cell {i}")
+    assert not uncaptioned, f"images without a caption (a cell must draw one figure, named in pages.FIGURES): {uncaptioned}"
+
+
 def test_a_dataset_page_names_the_validation_evidence_of_each_run():
     base = set(pages.FACTS)
     quoted = {"cpu": base | {"step", "select", "best_val", "best_val_auc", "readout"},
