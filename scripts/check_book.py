@@ -1,10 +1,10 @@
 """Check the built book in a real headless Chromium, served from localhost.
 
 For every page in the table of contents: it loads, its images load (natural width > 0) and have a descriptive alt
-text, its math is typeset by MathJax, its embedded widgets render, the console shows no errors, no request leaves
-localhost, its text names no path of the machine that made it, it does not scroll sideways on a 400 px phone nor on a
-1,400 px screen, and its title is its own. On the landing page and the results chapter, the at-a-glance table lies
-inside the first 1,400 x 900 screen. Exits 1 listing every failure.
+text, its captioned figures are numbered, its math is typeset by MathJax, its embedded widgets render, the console
+shows no errors, no request leaves localhost, its text names no path of the machine that made it, it does not scroll
+sideways on a 400 px phone nor on a 1,400 px screen, and its title is its own. On the landing page and the results
+chapter, the at-a-glance table lies inside the first 1,400 x 900 screen. Exits 1 listing every failure.
 
     python scripts/check_book.py [--html _build/html] [--screenshots DIR]
 """
@@ -84,6 +84,8 @@ return {
     const alt = (i.getAttribute('alt') || '').trim(), src = i.getAttribute('src') || '';
     return !alt || src.endsWith(alt) || /\.(png|svg|jpe?g|gif)$/i.test(alt);
   }).map(i => i.getAttribute('src')),
+  unnumbered: Array.from(document.querySelectorAll('figcaption')).filter(c => c.querySelector('.caption-text')
+    && !c.querySelector('.caption-number')).map(c => c.innerText.trim().slice(0, 60)),
   paths: Array.from(new Set((document.body.innerText.match(/(?:\/(?:home|work|tmp|root|Users|mnt|scratch)\/[\w.\/-]+)/g) || []))),
 };
 """
@@ -171,6 +173,7 @@ def check_page(driver, url: str, base: str, shot: Path | None) -> tuple[dict, li
     problems += [f"image not loaded: {src}" for src in state["broken"]]
     problems += [f"image without a descriptive alt text: {src}" for src in state["undescribed"]]
     problems += [f"machine path in the text: {path}" for path in state["paths"]]
+    problems += [f"figure without a number: {caption!r}" for caption in state["unnumbered"]]
     if state["math"] and not state["typeset"]:
         problems.append(f"{state['math']} math elements but nothing typeset by MathJax")
     if state["widget_views"] and not state["widgets"]:

@@ -17,6 +17,9 @@ never recorded (its ``run.json`` has no checkpoint hash) is followed by a dagger
 page glued, which myst-nb's ``glue:figure`` cannot take from another page (for example the method chapter's figure of
 the two flows, drawn by a trained network on the explore page).
 
+Sphinx numbers figures along the table of contents, so the figures of pages outside it (the run and recipes pages,
+reached from the dataset pages) would stay unnumbered: each such page numbers its captioned figures itself, from 1.
+
 An image without a description of its own (no alt text, or its file name as alt text, as notebook outputs come) gets
 its figure's caption, or else the title of its page and its place on it, as alt text.
 """
@@ -147,7 +150,28 @@ def _describe_images(app, doctree, docname):
         image["alt"] = " ".join(caption.split())[:300] if caption else f"{page}: output image {n}"
 
 
+def _number_figures_off_the_toc(app, env):
+    """Number the captioned figures of documents that the table of contents does not reach (Sphinx leaves them without
+    numbers), page by page from 1; return the documents whose numbers changed, for Sphinx to write again."""
+    from docutils import nodes
+
+    previous = getattr(env, "msflow_off_toc_fignumbers", {})
+    current = {}
+    for docname in sorted(env.found_docs):
+        if env.toc_fignumbers.get(docname) or docname == env.config.root_doc:
+            continue
+        doctree = env.get_doctree(docname)
+        figures = [f["ids"][0] for f in doctree.findall(nodes.figure)
+                   if f["ids"] and any(isinstance(c, nodes.caption) for c in f.children)]
+        if figures:
+            current[docname] = {"figure": {fid: (n,) for n, fid in enumerate(figures, start=1)}}
+    env.toc_fignumbers.update(current)
+    env.msflow_off_toc_fignumbers = current
+    return [d for d in set(current) | set(previous) if current.get(d) != previous.get(d)]
+
+
 def setup(app):
+    app.connect("env-get-updated", _number_figures_off_the_toc, priority=900)  # after Sphinx numbers the toc's figures
     app.connect("html-page-context", _fix_page_scripts, priority=900)  # after the handlers that add scripts
     app.connect("doctree-resolved", _describe_images)
     app.add_role("run", RunFact())

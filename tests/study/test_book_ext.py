@@ -1,6 +1,7 @@
 """The book's Sphinx extension: the {run} role pastes a run's numbers glued by a recipes page, and a fact that
 page did not glue is reported, never rendered as something else."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,23 @@ def test_glued_figure_numbers_and_captions_an_image_glued_by_another_page(tmp_pa
     assert '<figure class="align-default" id="fig-two">' in html and "<img alt=" in html
     assert "Fig. 1 </span>" in html and "The two flows, drawn by a network." in html
     assert 'href="#fig-two"' in html and "Fig. 1</span>" in html  # the reference is numbered
+
+
+def test_figures_of_a_page_outside_the_table_of_contents_are_numbered_too(tmp_path):
+    (tmp_path / "conf.py").write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'book' / '_ext')!r})\n"
+                                      "extensions = ['myst_nb', 'offline_book']\nnb_execution_mode = 'off'\nnumfig = True\n"
+                                      "exclude_patterns = ['_build']\n")
+    (tmp_path / "index.md").write_text("# Book\n\n```{toctree}\nchapter\n```\n")
+    figure = "```{{figure}} {0}.png\n:name: fig-{0}\n\nThe caption of {0}.\n```\n"
+    (tmp_path / "chapter.md").write_text("# Chapter\n\n" + figure.format("a") + "\n" + figure.format("b"))
+    (tmp_path / "run.md").write_text("---\norphan: true\n---\n# A run\n\n" + figure.format("c") + "\n" + figure.format("d")
+                                     + "\n{numref}`fig-d` is the second.\n")
+    for name in "abcd":
+        (tmp_path / f"{name}.png").write_bytes(b"")
+    done = subprocess.run([sys.executable, "-m", "sphinx", "-q", "-b", "html", str(tmp_path), str(tmp_path / "_build")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    numbers = lambda page: re.findall(r'caption-number">Fig\. (\d+)', (tmp_path / "_build" / f"{page}.html").read_text())
+    assert numbers("chapter") == ["1", "2"]  # Sphinx's own numbering, untouched
+    assert numbers("run") == ["1", "2"]  # the orphan page numbers its own
+    assert "Fig. 2 is the second" in re.sub(r"<[^>]+>", "", (tmp_path / "_build" / "run.html").read_text())
