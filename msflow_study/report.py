@@ -627,6 +627,46 @@ def uncertainty_grid(runs_dir: str | os.PathLike, runs: dict[str, str]):
     return pd.DataFrame({k: grid[k] for k in order}).T.fillna("not measured")
 
 
+SELECTIVE = {"aurc": "AURC", "eaurc": "E-AURC", "error_auroc": "error-detection AUROC", "ece": "ECE (calibrated)"}
+"""The selective-prediction measures of :func:`selective_table`, by key of an evaluation record's metrics."""
+
+
+def selective_table(runs_dir: str | os.PathLike, ensemble: str = "cpu-ens", datasets: Iterable[str] = STUDY_DATASETS):
+    """How well the headline's distance ranks its errors, for one network and for the seeds together: for each dataset
+    with a recorded ``ensemble``, the measures of :data:`SELECTIVE` (each a mean over stochastic passes) of its members,
+    as mean ± standard deviation over the seeds, and of the ensemble read with the views chosen on validation (as
+    the at-a-glance table reads it). AURC, E-AURC and ECE are fractions, lower being better; the AUROC is in %. None if
+    no dataset has the ensemble."""
+    import numpy as np
+    import pandas as pd
+
+    rows = {}
+    for ds in datasets:
+        ens = run_path(runs_dir, ds, ensemble)
+        if not (ens / "eval_test.json").exists():
+            continue
+        record = read_json(ens / "eval_test.json")
+        together = (read_json(ens / "readout.json")["test"]["mean"] if (ens / "readout.json").exists()
+                    else record["metrics"]["mean"])
+        members = [read_json(f / "eval_test.json")["metrics"]["mean"] for f in member_dirs(runs_dir, record)]
+        title = get_info(ds).title
+        one, both = {}, {}
+        for key, name in SELECTIVE.items():
+            values = np.array([m[key] for m in members])
+            if key == "error_auroc":
+                one[name], both[name] = _spread(values), pct(together[key])
+            else:
+                one[name] = f"{values.mean():.3f}\u00a0±\u00a0{values.std(ddof=1):.3f}"
+                both[name] = f"{together[key]:.3f}"
+        rows[(title, f"one network ({len(members)} seeds of `{members_run(record)}`)")] = one
+        rows[(title, "seeds together")] = both
+    if not rows:
+        return None
+    table = pd.DataFrame(rows).T
+    table.index.names = ["dataset", "read by"]
+    return table
+
+
 def uncertainty_key(runs_dir: str | os.PathLike, runs: dict[str, str]) -> str:
     """One sentence for the uncertainty chapter's summary: how many of the uncertainty targets one network of each
     headline (``runs``: ``{dataset: run}``) meets, from its ``uncertainty.json``."""

@@ -184,3 +184,20 @@ def test_the_results_chapter_tables_read_the_committed_records():
     assert list(grid.columns) == ["PneumoniaMNIST", "BloodMNIST"] and grid.loc["run", "BloodMNIST"] == "cpu-lam05-x6"
     assert grid.iloc[0, 0].startswith(("yes: ", "no: "))
     assert "Not measured yet" not in report.generation_key(results, {"pneumoniamnist": "cpu"})
+
+
+def test_selective_table_reads_one_network_and_the_seeds_together_from_their_records():
+    import numpy as np
+
+    results = ROOT / "results"
+    table = report.selective_table(results)
+    assert list(table.index.get_level_values("dataset").unique()) == ["PneumoniaMNIST", "BloodMNIST", "RetinaMNIST"]
+    ens = json.loads((results / "bloodmnist-cpu-ens" / "eval_test.json").read_text())
+    together = json.loads((results / "bloodmnist-cpu-ens" / "readout.json").read_text())["test"]["mean"]
+    row = table.loc[("BloodMNIST", "seeds together")]
+    assert row["AURC"] == f"{together['aurc']:.3f}" and row["error-detection AUROC"] == report.pct(together["error_auroc"])
+    members = [json.loads((results / m["run"] / "eval_test.json").read_text())["metrics"]["mean"]["aurc"]
+               for m in ens["ensemble"]["members"]]
+    one = table.loc[("BloodMNIST", f"one network ({len(members)} seeds of `cpu-lam05-x6`)")]
+    assert one["AURC"] == f"{np.mean(members):.3f}\u00a0±\u00a0{np.std(members, ddof=1):.3f}"
+    assert report.selective_table(results, ensemble="no-such-ensemble") is None
