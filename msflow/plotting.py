@@ -45,6 +45,12 @@ STYLE = {
 """Matplotlib settings used by every figure in the book. Fonts of 9 pt at least, no box around legends, light grids, and
 figures at twice the screen's resolution (``savefig.dpi``; notebooks render their figures as "retina" PNGs)."""
 
+FIGURE_WIDTH = 8.0
+"""The width in inches of the widest figure whose text a book page shows at its own size, about 880 px at 110 dpi
+for the text column and its margin. A page scales wider figures down, and their 9-point labels with them."""
+LABEL_WIDTH = 1.4
+"""The width in inches that the image grids leave for their row labels, a short class name at 9 points."""
+
 PAPER_COLOUR = "#000000"
 RECIPE_COLOURS = {"cpu": "#0072B2", "gpu": "#D55E00", "smoke": "#999999"}
 """Each recipe's fixed colour, the same in every figure, Okabe-Ito colours first. msflow's own recipes are here, and a
@@ -127,7 +133,7 @@ def _in_notebook() -> bool:
 
 def show_image_rows(rows: dict[str, np.ndarray], titles: dict[str, Sequence[str]] | None = None,
                     groups: Sequence[tuple[str, int]] | None = None, size: float = 1.0, title: str = "", fig=None,
-                    nrows: int | None = None, cmap: str = "gray"):
+                    nrows: int | None = None, cmap: str = "gray", max_width: float = FIGURE_WIDTH):
     """One figure of labelled rows of ``(B, H, W, C)`` uint8 images: each key of ``rows`` labels its row on the left.
 
     Args:
@@ -136,6 +142,8 @@ def show_image_rows(rows: dict[str, np.ndarray], titles: dict[str, Sequence[str]
             groups and each name heads its group (e.g. real test images beside generated ones).
         fig: a figure or subfigure to draw into (see :func:`show_image_blocks`); a new one otherwise.
         nrows: rows to lay out (at least ``len(rows)``), so that blocks drawn side by side share a row height.
+        size: the side of an image, in inches, at most; a new figure shrinks it to stay within ``max_width`` inches,
+            so that its text is not scaled down on a page.
 
     Returns:
         The figure (or subfigure) drawn into.
@@ -155,9 +163,11 @@ def show_image_rows(rows: dict[str, np.ndarray], titles: dict[str, Sequence[str]
         widths += [1.0] * n
     named = any(name for name, _, _ in spans)
     nrows = max(nrows or 0, len(labels))
+    if fig is None:
+        size = min(size, (max_width - LABEL_WIDTH) / sum(widths))
     row_h = size * (1.3 if titles else 1.0)
     if fig is None:
-        fig = plt.figure(figsize=(sum(widths) * size + 1.4, nrows * row_h + 0.3 * named + 0.5), layout="constrained")
+        fig = plt.figure(figsize=(sum(widths) * size + LABEL_WIDTH, nrows * row_h + 0.3 * named + 0.5), layout="constrained")
     heights = [0.3 / row_h] * named + [1.0] * nrows
     grid_spec = fig.add_gridspec(len(heights), len(widths), width_ratios=widths, height_ratios=heights)
     for name, start, stop in spans if named else ():
@@ -182,9 +192,11 @@ def show_image_rows(rows: dict[str, np.ndarray], titles: dict[str, Sequence[str]
     return fig
 
 
-def show_image_blocks(blocks: dict[str, dict[str, np.ndarray]], ncols: int = 2, size: float = 0.9, title: str = ""):
+def show_image_blocks(blocks: dict[str, dict[str, np.ndarray]], ncols: int = 2, size: float = 0.9, title: str = "",
+                      max_width: float = FIGURE_WIDTH):
     """Several :func:`show_image_rows` blocks in one figure (``blocks``: block title -> its rows), packed into
-    ``ncols`` columns, each block going to the column with the fewest rows so far; rows share one height."""
+    ``ncols`` columns, each block going to the column with the fewest rows so far; rows share one height, and the
+    images shrink from ``size`` inches so that the figure stays within ``max_width`` inches."""
     plt = _plt()
     columns: list[list[str]] = [[] for _ in range(min(ncols, len(blocks)))]
     for name in sorted(blocks, key=lambda b: -len(blocks[b])):
@@ -192,7 +204,8 @@ def show_image_blocks(blocks: dict[str, dict[str, np.ndarray]], ncols: int = 2, 
     columns = [sorted(c, key=list(blocks).index) for c in columns]  # the given order within a column
     tall = max(sum(len(blocks[b]) + 1 for b in c) for c in columns)
     wide = max(max(len(v) for v in rows.values()) for rows in blocks.values())
-    fig = plt.figure(figsize=(len(columns) * (wide * size + 1.6), tall * size + 0.4), layout="constrained")
+    size = min(size, (max_width / len(columns) - LABEL_WIDTH) / wide)
+    fig = plt.figure(figsize=(len(columns) * (wide * size + LABEL_WIDTH), tall * size + 0.4), layout="constrained")
     for sub, names in zip(np.atleast_1d(fig.subfigures(1, len(columns))), columns):
         ratios = [len(blocks[b]) + 1 for b in names] + [tall - sum(len(blocks[b]) + 1 for b in names)]
         parts = np.atleast_1d(sub.subfigures(len(ratios), 1, height_ratios=[max(r, 1e-3) for r in ratios]))
@@ -290,6 +303,7 @@ def plot_trajectory(frames: np.ndarray, times: Sequence[float], title: str = "",
     """States along an ODE path: ``frames`` is ``(T, B, H, W, C)`` uint8; one row per sample, one column per time."""
     plt = _plt()
     t_count, b = frames.shape[:2]
+    size = min(size, (FIGURE_WIDTH - (LABEL_WIDTH if row_labels else 0.2)) / t_count)  # text stays at its size on a page
     fig, axes = plt.subplots(b, t_count, figsize=(t_count * size, b * size + 0.5), squeeze=False)
     for i in range(b):
         for j in range(t_count):

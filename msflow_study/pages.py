@@ -90,7 +90,7 @@ FIGURES = {
         "confusion", "Confusion matrix of the first stochastic pass on the test split: rows are the true classes, columns "
         "the predicted ones."),
     'picked = {"most certain"': (
-        "certain", "The eight test images read with the smallest uncertainty u (top row) and the eight with the largest "
+        "certain", "The six test images read with the smallest uncertainty u (top row) and the six with the largest "
         "(bottom row) in the first pass, each titled true → predicted class; u is the distance of the predicted label "
         "map to the nearest class colour."),
     'groups=[("real test images"': (

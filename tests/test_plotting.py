@@ -85,6 +85,12 @@ def test_image_rows_label_each_row_and_head_each_group():
     assert [ax.get_ylabel() for ax in images if ax.get_ylabel()] == ["basophil", "platelet"]
     heads = [t.get_text() for ax in fig.axes if not ax.get_images() for t in ax.texts]
     assert heads == ["real", "generated"]
+    wide = plotting.show_image_rows({"a": np.zeros((40, 5, 5, 1), np.uint8)}, size=1.0)
+    assert abs(wide.get_size_inches()[0] - plotting.FIGURE_WIDTH) < 1e-6  # 40 images shrink to the page's width
+    blocks = plotting.show_image_blocks({"A": rows, "B": rows}, size=2.0)
+    assert abs(blocks.get_size_inches()[0] - plotting.FIGURE_WIDTH) < 1e-6
+    path = plotting.plot_trajectory(np.zeros((30, 2, 5, 5, 1), np.uint8), np.linspace(0, 1, 30), row_labels=["a", "b"])
+    assert path.get_size_inches()[0] <= plotting.FIGURE_WIDTH + 1e-6
     titled = plotting.show_image_rows({"most certain": rows["basophil"][:2]}, titles={"most certain": ["a -> a", "b -> c"]})
     assert [ax.get_title() for ax in titled.axes] == ["a -> a", "b -> c"]
     try:

@@ -60,10 +60,10 @@ def test_every_notebook_has_a_typed_parameters_cell_and_no_outputs():
 
 
 @pytest.mark.parametrize("name, keys, images", [
-    ("data", {"data_table"}, 8),
+    ("data", {"data_table"}, 2),  # the samples of every dataset in one figure, their class balance in another
     ("train", {"train_images", "train_minutes", "train_best_val_acc"}, 1),
-    ("evaluate", {"eval_acc", "eval_auc_paper", "eval_auc_medmnist", "eval_repeats", "eval_views_chosen"}, 4),
-    ("generate", set(), 4),
+    ("evaluate", {"eval_acc", "eval_auc_paper", "eval_auc_medmnist", "eval_repeats", "eval_views_chosen"}, 3),
+    ("generate", set(), 3),  # real beside generated in one figure, then the two paths
     ("uncertainty", {"uncertainty_table", "uncertainty_checks"}, 1),
     ("fidelity", {"fidelity_sweep", "fidelity_cas"}, 1),
     ("recipes", {"recipes_figure", "recipes_table", "recipes_prose", "val_steps_table", "smoke__acc", "smoke__step",
