@@ -135,7 +135,7 @@ def _caption_figures(cells: list[dict[str, Any]], rel: str) -> None:
 
 def tidy(nb: dict[str, Any], rel: str) -> dict[str, Any]:
     """``nb`` (an executed notebook as JSON) with its parameters cells removed from the book, its title set by
-    :func:`page_title` and, on a run's page, its settings table after the title; a run's page and a recipes page are
+    :func:`page_title` and, on a run's page, its settings table after the title; a run's page is
     marked ``orphan`` (their dataset's page links them; the table of contents does not list them), and the figures of
     :data:`FIGURES` get their caption."""
     if "cells" not in nb:  # not a notebook: nothing to tidy
@@ -148,8 +148,10 @@ def tidy(nb: dict[str, Any], rel: str) -> dict[str, Any]:
         if {"parameters", "injected-parameters"} & set(tags) and HIDDEN not in tags:
             cell["metadata"]["tags"] = [*tags, HIDDEN]
     stage = rel.split("/")[-1]
-    if stage in SUBJECTS or rel.endswith("-recipes"):  # reached from its dataset's page, not the table of contents
-        nb = {**nb, "metadata": {**nb.get("metadata", {}), "orphan": True}}
+    meta = {k: v for k, v in nb.get("metadata", {}).items() if k != "orphan"}
+    if stage in SUBJECTS:  # reached from its dataset's page, not the table of contents
+        meta["orphan"] = True
+    nb = {**nb, "metadata": meta}
     title = page_title(rel)
     first = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"), None)
     if title and first is not None:

@@ -50,6 +50,9 @@ parts:
 {runs}
       - file: book/uncertainty
       - file: book/generation
+      - file: book/compute
+        sections:
+{recipes}
       - file: book/executed/explore
         title: Explore the model
   - caption: Using it
@@ -150,10 +153,11 @@ def write_toc() -> bool:
     """Write the results chapter's contents: per dataset, its page (``book/datasets/<flag>.md``: a tab per run with its
     test numbers and links to the pages of every run executed here, ``book/executed/<flag>-<run>/``, the book's
     editions first in their order, :data:`~msflow_study.registry.EDITIONS`, then its recipe comparison; see
-    :func:`msflow_study.pages.dataset_page`). The run and recipes pages themselves stay out of the table of contents
-    (they are orphans, :func:`msflow_study.pages.tidy`), which lists the chapters and the dataset pages. A file is
-    rewritten only when its content changes; True if one was."""
-    entries, changed = [], False
+    :func:`msflow_study.pages.dataset_page`), and the compute chapter's: each dataset's recipes page. The run pages
+    themselves stay out of the table of contents (they are orphans, :func:`msflow_study.pages.tidy`), which lists the
+    chapters, the dataset pages and the recipes pages. A file is rewritten only when its content changes; True if one
+    was."""
+    entries, compared, changed = [], [], False
     for ds in STUDY_DATASETS:
         info = get_info(ds)
         done = sorted(f.name[len(info.flag) + 1:] for f in EXECUTED.glob(f"{info.flag}-*") if f.is_dir())
@@ -168,7 +172,9 @@ def write_toc() -> bool:
         text = dataset_page(info.flag, runs, stages, quoted, recipes.exists())
         changed |= write_text_if_changed(ROOT / "book" / "datasets" / f"{info.flag}.md", text)
         entries.append(f"          - file: book/datasets/{info.flag}\n            title: \"{info.title}: the runs\"")
-    toc = TOC_HEAD.format(runs="\n".join(entries)).replace("        sections:\n\n", "\n")
+        if recipes.exists():
+            compared.append(f"          - file: book/executed/{info.flag}-recipes\n            title: \"{info.title}: recipes compared\"")
+    toc = TOC_HEAD.format(runs="\n".join(entries), recipes="\n".join(compared)).replace("        sections:\n\n", "\n")
     return write_text_if_changed(ROOT / "_toc.yml", toc) or changed
 
 

@@ -55,7 +55,7 @@ def test_tidy_hides_the_parameters_titles_the_page_and_states_its_settings():
     assert "/home/me" not in table and "cuda" not in table  # where it ran is no setting
     assert nb["metadata"]["orphan"] is True  # its dataset's page links it; the table of contents does not
     assert pages.tidy(nb, "bloodmnist-cpu/evaluate") == nb  # idempotent
-    assert pages.tidy(_page(), "bloodmnist-recipes")["metadata"]["orphan"] is True
+    assert "orphan" not in pages.tidy(_page(), "bloodmnist-recipes")["metadata"]  # a section of the compute chapter
 
 
 def test_pages_without_a_run_keep_their_title_and_get_no_settings():

@@ -77,7 +77,11 @@ def test_toc_lists_the_dataset_pages_which_link_every_executed_run(tmp_path, mon
     assert module.write_toc() is True
     toc = (tmp_path / "_toc.yml").read_text()
     assert 'file: book/datasets/pneumoniamnist\n            title: "PneumoniaMNIST: the runs"' in toc
-    assert "book/executed/pneumoniamnist-" not in toc and "bloodmnist" not in toc  # run pages are orphans
+    # run pages are orphans; the recipes page is a section of the compute chapter, the one dataset with pages only
+    assert "book/executed/pneumoniamnist-cpu" not in toc and "book/executed/pneumoniamnist-gpu" not in toc
+    assert "bloodmnist" not in toc
+    assert ('- file: book/compute\n        sections:\n          - file: book/executed/pneumoniamnist-recipes\n'
+            '            title: "PneumoniaMNIST: recipes compared"') in toc
     assert toc.count("- file:") <= 20
     assert module.write_toc() is False  # the same pages: the file is left as it is
     # the dataset's page has a tab per run, in the editions' order, linking the runs' pages and the recipes page
