@@ -99,6 +99,23 @@ def test_the_committed_dataset_pages_quote_their_runs():
     assert "{doc}`training <../executed/bloodmnist-cpu-lam05-x6/train>`" in page
 
 
+def test_the_documented_compare_command_is_the_one_the_recipes_pages_were_executed_with():
+    # Reproducing prints the command that renders the recipes pages: its runs must be those the pages record, in order
+    import json
+    import shlex
+
+    text = (pipeline.ROOT / "book" / "reproducing.md").read_text()
+    block = text.split(":::{dropdown} The command that renders the recipes pages", 1)[1].split("```bash\n", 1)[1]
+    words = shlex.split(block.split("```", 1)[0].replace("\\\n", " "))
+    assert words[:3] == ["bash", "scripts/study.sh", "--compare"]
+    end = words.index("--")
+    for flag in words[end + 1:]:
+        page = json.loads((pipeline.EXECUTED / f"{flag}-recipes.ipynb").read_text())
+        assert page["metadata"]["papermill"]["parameters"]["run_names"].split(",") == words[3:end], flag
+    assert sorted(words[end + 1:]) == sorted(p.name.removesuffix("-recipes.ipynb")
+                                             for p in pipeline.EXECUTED.glob("*-recipes.ipynb"))
+
+
 def test_study_notebook_params():
     module = pipeline
     assert module.notebook_params(["uncertainty.ensemble=1", "fidelity.solvers=euler,heun", "fidelity.inception=false"]) == {
