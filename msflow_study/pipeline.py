@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     if tidied:
         log.append(f"tidied {len(tidied)} committed pages (parameters cells out of the book, titles, settings tables)")
     if write_toc():
-        log.append("wrote _toc.yml: the executed pages changed")
+        log.append("wrote _toc.yml or the dataset pages (book/datasets/): the executed pages changed")
     if missing:
         log.append(f"missing data: {', '.join(missing)}. Put the files above into $MSFLOW_DATA, ~/.medmnist or "
                    f"../shared/data/medmnist beside this checkout, or fetch them with: bash scripts/study.sh --download "
