@@ -209,18 +209,25 @@ def _evidence(fact, glued: set[str]) -> str:
 
 
 def dataset_page(flag: str, runs: list[str], pages: dict[str, list[str]], quoted: dict[str, set[str]],
-                 recipes: bool) -> str:
-    """The Markdown of a dataset's page in the results chapter: a tab per run (``runs``, in order) with its test numbers
-    and the validation evidence of its choices (for the runs in ``quoted``, with the facts glued for each) and links to its pages (``pages``: run -> the stages executed for it), then the link to
-    the dataset's recipes page."""
+                 recipes: bool, headline: tuple[str, ...] = ()) -> str:
+    """The Markdown of a dataset's page in the results chapter: a tab per run with its test numbers and the validation
+    evidence of its choices (for the runs in ``quoted``, with the facts glued for each) and links to its pages
+    (``pages``: run -> the stages executed for it), then the link to the dataset's recipes page. The runs of
+    ``headline`` (the seeds read together, then the recipe they are seeds of) come first, marked, then the other
+    ``runs`` in their order."""
     info = get_info(flag)
+    lead = [r for r in headline if r in runs]
     lines = [f"# {info.title}: the runs", "",
              f"The runs of {info.title} that the results chapter reports, one tab each: its test numbers, read from its "
              "results files, and its pages. Accuracy and AUC are in %, the AUC by the paper's definition (the MedMNIST "
-             "evaluator's in brackets); the ± is the spread over stochastic passes of the readout.", "",
-             "::::{tab-set}"]
-    for run in runs:
-        lines += ["", f":::{{tab-item}} {run}"]
+             "evaluator's in brackets); the ± is the spread over stochastic passes of the readout."]
+    if lead:
+        what = {headline[0]: "the seeds read together", **dict.fromkeys(headline[1:], "the recipe of those seeds")}
+        lines.append(f"The {'first two tabs are' if len(lead) > 1 else 'first tab is'} the headline of the at-a-glance "
+                     "table ({doc}`../intro`): " + ", and ".join(f"`{r}`, {what[r]}" for r in lead) + ".")
+    lines += ["", "::::{tab-set}"]
+    for run in lead + [r for r in runs if r not in lead]:
+        lines += ["", f":::{{tab-item}} {run}" + (" (headline)" if run in lead else "")]
         if run in quoted:
             fact = lambda f: f"{{run}}`{flag}/{run}:{f}`"  # noqa: E731
             lines.append(f"Test accuracy {fact('acc')} ± {fact('acc_std')}, AUC {fact('auc')} ({fact('aucm')}); "

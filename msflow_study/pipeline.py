@@ -26,6 +26,7 @@ from msflow_study.executor import execute_notebook
 from msflow_study.pages import dataset_page, glued_runs, page_title, tidy_file
 from msflow_study.experiments import load
 from msflow_study.registry import EDITIONS, data_status, editions, run_config, run_path
+from msflow_study.selection import HEADLINE, headline_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -169,7 +170,8 @@ def write_toc() -> bool:
         quoted = glued_runs(recipes)
         recorded = [e for e in EDITIONS if e in quoted and (ROOT / "results" / f"{info.flag}-{e}" / "eval_test.json").exists()]
         runs = [e for e in EDITIONS if e in names or e in recorded] + [p for p in names if p not in EDITIONS]
-        text = dataset_page(info.flag, runs, stages, quoted, recipes.exists())
+        lead = (HEADLINE, headline_recipe(ROOT / "results", info.flag) or "")  # the answer first
+        text = dataset_page(info.flag, runs, stages, quoted, recipes.exists(), lead)
         changed |= write_text_if_changed(ROOT / "book" / "datasets" / f"{info.flag}.md", text)
         entries.append(f"          - file: book/datasets/{info.flag}\n            title: \"{info.title}: the runs\"")
         if recipes.exists():

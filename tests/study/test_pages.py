@@ -131,6 +131,28 @@ def test_a_dataset_page_names_the_validation_evidence_of_each_run():
     assert page.index("tab-item} cpu-ens") < page.index("tab-item} cpu\n") < page.index("tab-item} gpu")
 
 
+def test_a_dataset_page_opens_with_the_headline_marked_then_the_others_in_order():
+    page = pages.dataset_page("bloodmnist", ["gpu", "cpu-ens", "cpu", "cpu-lam05-x6"], {}, {}, recipes=False,
+                              headline=("cpu-ens", "cpu-lam05-x6"))
+    tabs = [line.removeprefix(":::{tab-item} ") for line in page.splitlines() if line.startswith(":::{tab-item}")]
+    assert tabs == ["cpu-ens (headline)", "cpu-lam05-x6 (headline)", "gpu", "cpu"]
+    assert ("the headline of the at-a-glance table ({doc}`../intro`): `cpu-ens`, the seeds read together, and "
+            "`cpu-lam05-x6`, the recipe of those seeds.") in page
+    # a headline that is not among the runs is not invented
+    page = pages.dataset_page("bloodmnist", ["gpu", "cpu"], {}, {}, recipes=False, headline=("cpu-ens", ""))
+    assert "headline" not in page and [line for line in page.splitlines() if "tab-item" in line][0].endswith("gpu")
+
+
+def test_the_committed_dataset_pages_open_with_their_headline():
+    from msflow_study.selection import headline_recipe
+
+    for flag in ("pneumoniamnist", "bloodmnist", "retinamnist"):
+        page = (EXECUTED.parent / "datasets" / f"{flag}.md").read_text()
+        tabs = [line for line in page.splitlines() if line.startswith(":::{tab-item}")]
+        recipe = headline_recipe(EXECUTED.parents[1] / "results", flag)
+        assert tabs[:2] == [":::{tab-item} cpu-ens (headline)", f":::{{tab-item}} {recipe} (headline)"], flag
+
+
 def test_tidy_captions_a_known_figure_cell_with_one_image_and_names_it_after_its_page():
     image = nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})
     note = nbformat.v4.new_output("display_data", data={"text/markdown": "a note"})
