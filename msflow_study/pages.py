@@ -136,7 +136,7 @@ def _caption_figures(cells: list[dict[str, Any]], rel: str) -> None:
 def tidy(nb: dict[str, Any], rel: str) -> dict[str, Any]:
     """``nb`` (an executed notebook as JSON) with its parameters cells removed from the book, its title set by
     :func:`page_title` and, on a run's page, its settings table after the title; a run's page is
-    marked ``orphan`` (their dataset's page links them; the table of contents does not list them), and the figures of
+    marked ``orphan`` (its dataset's page links it; the table of contents does not list it), and the figures of
     :data:`FIGURES` get their caption."""
     if "cells" not in nb:  # not a notebook: nothing to tidy
         return nb

@@ -152,8 +152,9 @@ def _normalised(text: str):
 
 def write_toc() -> bool:
     """Write the results chapter's contents: per dataset, its page (``book/datasets/<flag>.md``: a tab per run with its
-    test numbers and links to the pages of every run executed here, ``book/executed/<flag>-<run>/``, the book's
-    editions first in their order, :data:`~msflow_study.registry.EDITIONS`, then its recipe comparison; see
+    test numbers and links to the pages of every run executed here, ``book/executed/<flag>-<run>/``, the
+    headline first, then the book's editions in their order, :data:`~msflow_study.registry.EDITIONS`, then the other
+    runs, and a link to its recipe comparison; see
     :func:`msflow_study.pages.dataset_page`), and the compute chapter's: each dataset's recipes page. The run pages
     themselves stay out of the table of contents (they are orphans, :func:`msflow_study.pages.tidy`), which lists the
     chapters, the dataset pages and the recipes pages. A file is rewritten only when its content changes; True if one
