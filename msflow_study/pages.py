@@ -216,15 +216,15 @@ def dataset_page(flag: str, runs: list[str], pages: dict[str, list[str]], quoted
     ``headline`` (the seeds read together, then the recipe they are seeds of) come first, marked, then the other
     ``runs`` in their order."""
     info = get_info(flag)
-    lead = [r for r in headline if r in runs]
+    roles = dict(zip(headline, ("the seeds read together", "the recipe of those seeds")))
+    lead = [r for r in roles if r in runs]
     lines = [f"# {info.title}: the runs", "",
              f"The runs of {info.title} that the results chapter reports, one tab each: its test numbers, read from its "
              "results files, and its pages. Accuracy and AUC are in %, the AUC by the paper's definition (the MedMNIST "
              "evaluator's in brackets); the ± is the spread over stochastic passes of the readout."]
     if lead:
-        what = {headline[0]: "the seeds read together", **dict.fromkeys(headline[1:], "the recipe of those seeds")}
         lines.append(f"The {'first two tabs are' if len(lead) > 1 else 'first tab is'} the headline of the at-a-glance "
-                     "table ({doc}`../intro`): " + ", and ".join(f"`{r}`, {what[r]}" for r in lead) + ".")
+                     "table ({doc}`../intro`): " + ", and ".join(f"`{r}`, {roles[r]}" for r in lead) + ".")
     lines += ["", "::::{tab-set}"]
     for run in lead + [r for r in runs if r not in lead]:
         lines += ["", f":::{{tab-item}} {run}" + (" (headline)" if run in lead else "")]

@@ -147,9 +147,9 @@ def test_the_committed_dataset_pages_open_with_their_headline():
     from msflow_study.selection import headline_recipe
 
     for flag in ("pneumoniamnist", "bloodmnist", "retinamnist"):
-        page = (EXECUTED.parent / "datasets" / f"{flag}.md").read_text()
+        page = (ROOT / "book" / "datasets" / f"{flag}.md").read_text()
         tabs = [line for line in page.splitlines() if line.startswith(":::{tab-item}")]
-        recipe = headline_recipe(EXECUTED.parents[1] / "results", flag)
+        recipe = headline_recipe(ROOT / "results", flag)
         assert tabs[:2] == [":::{tab-item} cpu-ens (headline)", f":::{{tab-item}} {recipe} (headline)"], flag
 
 
